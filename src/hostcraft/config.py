@@ -1,0 +1,40 @@
+"""Settings read from the environment (``HOSTCRAFT_*``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "hostcraft"
+
+
+class Settings(BaseSettings):
+    """Control-plane settings; every field can be set as ``HOSTCRAFT_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="HOSTCRAFT_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None
+    secret_key: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    server_health_interval_seconds: float = Field(default=30.0, gt=0)
+    engine_timeout_seconds: float = Field(default=10.0, gt=0)
+    engine_enabled: bool = True
+    probe_image: str = "hostcraft/probe:1"
+    health_history_per_server: int = Field(default=2880, ge=10)
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'hostcraft.db'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,68 @@
+"""The audit trail: one append-only event for every action, by a person or by the engine."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hostcraft.store.models import Event
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal["succeeded", "failed", "refused", "started"]
+
+
+def record_event(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    target_type: str,
+    target_id: int | str | None,
+    target_name: str | None = None,
+    outcome: Outcome,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> Event:
+    event = Event(
+        actor=actor,
+        action=action,
+        target_type=target_type,
+        target_id=None if target_id is None else str(target_id),
+        target_name=target_name,
+        outcome=outcome,
+        reason=reason,
+        details=details or {},
+    )
+    session.add(event)
+    session.flush()
+    logger.info(
+        "%s %s %s: %s",
+        action,
+        target_type,
+        target_name or target_id,
+        outcome,
+        extra={"actor": actor, "target_type": target_type, "target_id": target_id, "reason": reason},
+    )
+    return event
+
+
+def list_events(
+    session: Session,
+    *,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    action: str | None = None,
+    limit: int = 100,
+) -> list[Event]:
+    query = select(Event).order_by(Event.id.desc()).limit(limit)
+    if target_type:
+        query = query.where(Event.target_type == target_type)
+    if target_id:
+        query = query.where(Event.target_id == target_id)
+    if action:
+        query = query.where(Event.action == action)
+    return list(session.scalars(query))

@@ -1,0 +1,158 @@
+"""Tables of the HostCraft store. Every schema change comes with an Alembic migration."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored: pass an aware UTC datetime")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class Region(Base):
+    __tablename__ = "regions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    priority: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    servers: Mapped[list[Server]] = relationship(back_populates="region")
+
+
+class Server(Base):
+    __tablename__ = "servers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    endpoint: Mapped[str] = mapped_column(String(512))
+    region_id: Mapped[int] = mapped_column(ForeignKey("regions.id", ondelete="RESTRICT"))
+    failure_domain: Mapped[str | None] = mapped_column(String(128), default=None)
+    # Key material, Fernet-encrypted; never serialised into a response.
+    tls_ca_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
+    tls_cert_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
+    tls_key_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
+    ssh_private_key_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
+    ssh_known_host_key: Mapped[str | None] = mapped_column(Text, default=None)
+    # Facts recorded by the last successful validation.
+    engine_version: Mapped[str | None] = mapped_column(String(64), default=None)
+    api_version: Mapped[str | None] = mapped_column(String(16), default=None)
+    os: Mapped[str | None] = mapped_column(String(256), default=None)
+    cpus: Mapped[int | None] = mapped_column(Integer, default=None)
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    swarm_state: Mapped[str | None] = mapped_column(String(32), default=None)
+    swarm_node_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    swarm_role: Mapped[str | None] = mapped_column(String(16), default=None)
+    swarm_availability: Mapped[str | None] = mapped_column(String(16), default=None)
+    swarm_cluster_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    swarm_node_address: Mapped[str | None] = mapped_column(String(64), default=None)
+    validated_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    region: Mapped[Region] = relationship(back_populates="servers")
+
+
+class ServerHealthCheck(Base):
+    """One measurement of a server by the health loop; the newest one is the server's health."""
+
+    __tablename__ = "server_health_checks"
+    __table_args__ = (Index("ix_server_health_server_checked", "server_id", "checked_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    server_id: Mapped[int] = mapped_column(ForeignKey("servers.id", ondelete="CASCADE"))
+    checked_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    status: Mapped[str] = mapped_column(String(16))
+    reasons: Mapped[list[Any]] = mapped_column(default=list)
+    reachable: Mapped[bool] = mapped_column(Boolean)
+    latency_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    swarm: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    resources: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    peers: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class Event(Base):
+    """Append-only audit record of an action, by a person or by the engine."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_target", "target_type", "target_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    target_name: Mapped[str | None] = mapped_column(String(256), default=None)
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class EngineLease(Base):
+    """The lease that lets exactly one HostCraft process run the engine loops."""
+
+    __tablename__ = "engine_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[dt.datetime] = mapped_column()
