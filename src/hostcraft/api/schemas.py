@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from pydantic.alias_generators import to_camel
+
+from hostcraft.services.regions import CODE_PATTERN
 
 
 class Body(BaseModel):
@@ -19,9 +21,18 @@ class Out(BaseModel):
 
 # Regions
 
+def _check_region_code(code: str) -> str:
+    if not CODE_PATTERN.fullmatch(code):
+        raise ValueError(
+            f"invalid region code {code!r}: expected lowercase letters, digits and '-', starting "
+            "with a letter or digit, at most 32 characters (e.g. eu-west-1)"
+        )
+    return code
+
+
 class RegionIn(Body):
     name: str = Field(min_length=1, max_length=128)
-    code: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
+    code: Annotated[str, AfterValidator(_check_region_code)]
     is_primary: StrictBool = False
     priority: StrictInt = Field(default=1, gt=0)
 
