@@ -113,7 +113,11 @@ def api(runtime: Runtime) -> Iterator[Api]:
     client.client.close()
 
 
-def create_region(api: Api, code: str = "eu-west-1", *, primary: bool = True, priority: int = 1) -> dict[str, object]:
-    response = api.post("/api/regions", {"name": code.upper(), "code": code, "isPrimary": primary, "priority": priority})
+def create_region(
+    api: Api, code: str = "eu-west-1", *, primary: bool = True, priority: int = 1
+) -> dict[str, object]:
+    response = api.post(
+        "/api/regions", {"name": code.upper(), "code": code, "isPrimary": primary, "priority": priority}
+    )
     assert response.status_code == 201, response.text
     return dict(response.json())

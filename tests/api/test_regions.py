@@ -16,13 +16,18 @@ def test_architecture_document_shape_is_accepted(api: Api) -> None:
     assert response.status_code == 201, response.text
     created = response.json()["regions"]
     assert [(r["code"], r["isPrimary"], r["priority"]) for r in created] == [
-        ("eu-west-1", True, 1), ("us-east-1", False, 2), ("ap-1", False, 3)]
+        ("eu-west-1", True, 1),
+        ("us-east-1", False, 2),
+        ("ap-1", False, 3),
+    ]
     listed = api.get("/api/regions").json()
     assert [r["code"] for r in listed] == ["eu-west-1", "us-east-1", "ap-1"]
 
 
 def test_first_region_becomes_primary(api: Api) -> None:
-    region = api.post("/api/regions", {"name": "Only", "code": "only", "isPrimary": False, "priority": 1}).json()
+    region = api.post(
+        "/api/regions", {"name": "Only", "code": "only", "isPrimary": False, "priority": 1}
+    ).json()
     assert region["isPrimary"] is True
 
 
@@ -37,18 +42,24 @@ def test_new_primary_demotes_old_one(api: Api) -> None:
 
 def test_primary_cannot_be_unset_directly(api: Api) -> None:
     region = create_region(api, "eu-west-1")
-    response = api.put(f"/api/regions/{region['id']}", {"name": "EU", "code": "eu-west-1", "isPrimary": False,
-                                                        "priority": 1})
+    response = api.put(
+        f"/api/regions/{region['id']}", {"name": "EU", "code": "eu-west-1", "isPrimary": False, "priority": 1}
+    )
     assert response.status_code == 409
     assert "make another region primary" in response.json()["error"]["message"]
 
 
 def test_duplicate_code_conflicts_and_bulk_is_atomic(api: Api) -> None:
     create_region(api, "eu-west-1")
-    response = api.post("/api/regions", {"regions": [
-        {"name": "New", "code": "new-1", "priority": 2},
-        {"name": "Clash", "code": "eu-west-1", "priority": 3},
-    ]})
+    response = api.post(
+        "/api/regions",
+        {
+            "regions": [
+                {"name": "New", "code": "new-1", "priority": 2},
+                {"name": "Clash", "code": "eu-west-1", "priority": 3},
+            ]
+        },
+    )
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "conflict"
     assert [r["code"] for r in api.get("/api/regions").json()] == ["eu-west-1"]
@@ -63,16 +74,20 @@ def test_invalid_code_and_priority_are_422_with_field(api: Api) -> None:
         response = api.post("/api/regions", {"name": "X", "code": "x", "priority": priority})
         assert response.status_code == 422, priority
         assert response.json()["error"]["details"]["field"] == "priority"
-    nested = api.post("/api/regions", {"regions": [{"name": "X", "code": "x", "priority": 1},
-                                                   {"name": "Y", "code": "y", "priority": 0}]})
+    nested = api.post(
+        "/api/regions",
+        {"regions": [{"name": "X", "code": "x", "priority": 1}, {"name": "Y", "code": "y", "priority": 0}]},
+    )
     assert nested.status_code == 422
     assert nested.json()["error"]["details"]["field"] == "regions[1].priority"
 
 
 def test_region_with_servers_cannot_be_deleted(api: Api) -> None:
     region = create_region(api, "eu-west-1")
-    server = api.post("/api/servers", {"name": "n1", "endpoint": "unix:///run/none.sock", "regionId": region["id"],
-                                       "skipValidation": True})
+    server = api.post(
+        "/api/servers",
+        {"name": "n1", "endpoint": "unix:///run/none.sock", "regionId": region["id"], "skipValidation": True},
+    )
     assert server.status_code == 201, server.text
     response = api.delete(f"/api/regions/{region['id']}")
     assert response.status_code == 409

@@ -15,8 +15,9 @@ def region(api: Api) -> dict[str, object]:
     return create_region(api, "eu-west-1")
 
 
-def test_local_engine_is_registered_with_facts(api: Api, region: dict[str, object],
-                                               docker_engine: docker.DockerClient) -> None:
+def test_local_engine_is_registered_with_facts(
+    api: Api, region: dict[str, object], docker_engine: docker.DockerClient
+) -> None:
     response = api.post("/api/servers", {"name": "local", "endpoint": LOCAL_ENGINE, "regionId": "eu-west-1"})
     assert response.status_code == 201, response.text
     server = response.json()
@@ -31,9 +32,13 @@ def test_local_engine_is_registered_with_facts(api: Api, region: dict[str, objec
     assert server["validatedAt"] is not None
 
 
-def test_validate_records_facts_again(api: Api, region: dict[str, object], docker_engine: docker.DockerClient) -> None:
-    server = api.post("/api/servers", {"name": "local", "endpoint": LOCAL_ENGINE, "regionId": region["id"],
-                                       "skipValidation": True}).json()
+def test_validate_records_facts_again(
+    api: Api, region: dict[str, object], docker_engine: docker.DockerClient
+) -> None:
+    server = api.post(
+        "/api/servers",
+        {"name": "local", "endpoint": LOCAL_ENGINE, "regionId": region["id"], "skipValidation": True},
+    ).json()
     assert server["engine"]["engineVersion"] is None
     validated = api.post(f"/api/servers/{server['id']}/validate")
     assert validated.status_code == 200
@@ -42,9 +47,12 @@ def test_validate_records_facts_again(api: Api, region: dict[str, object], docke
     assert events[0]["outcome"] == "succeeded"
 
 
-def test_health_is_measured_on_the_node(api: Api, region: dict[str, object],
-                                        docker_engine: docker.DockerClient) -> None:
-    server = api.post("/api/servers", {"name": "local", "endpoint": LOCAL_ENGINE, "regionId": region["id"]}).json()
+def test_health_is_measured_on_the_node(
+    api: Api, region: dict[str, object], docker_engine: docker.DockerClient
+) -> None:
+    server = api.post(
+        "/api/servers", {"name": "local", "endpoint": LOCAL_ENGINE, "regionId": region["id"]}
+    ).json()
     before = api.get(f"/api/servers/{server['id']}/health").json()
     assert before["status"] == "unknown"
     report = api.post(f"/api/servers/{server['id']}/health").json()
@@ -65,8 +73,10 @@ def test_health_is_measured_on_the_node(api: Api, region: dict[str, object],
 
 
 def test_unreachable_engine_is_422_and_nothing_created(api: Api, region: dict[str, object]) -> None:
-    response = api.post("/api/servers", {"name": "ghost", "endpoint": "unix:///run/hostcraft-none.sock",
-                                         "regionId": region["id"]})
+    response = api.post(
+        "/api/servers",
+        {"name": "ghost", "endpoint": "unix:///run/hostcraft-none.sock", "regionId": region["id"]},
+    )
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["details"]["field"] == "endpoint"
@@ -75,8 +85,15 @@ def test_unreachable_engine_is_422_and_nothing_created(api: Api, region: dict[st
 
 
 def test_unreachable_server_health_is_unreachable(api: Api, region: dict[str, object]) -> None:
-    server = api.post("/api/servers", {"name": "ghost", "endpoint": "unix:///run/hostcraft-none.sock",
-                                       "regionId": region["id"], "skipValidation": True}).json()
+    server = api.post(
+        "/api/servers",
+        {
+            "name": "ghost",
+            "endpoint": "unix:///run/hostcraft-none.sock",
+            "regionId": region["id"],
+            "skipValidation": True,
+        },
+    ).json()
     report = api.post(f"/api/servers/{server['id']}/health").json()
     assert report["status"] == "unreachable"
     assert report["reasons"][0].startswith("engine unreachable:")
@@ -87,15 +104,23 @@ def test_unreachable_server_health_is_unreachable(api: Api, region: dict[str, ob
     [
         ({"endpoint": "ftp://host"}, "endpoint", 422),
         ({"endpoint": "tcp://127.0.0.1:2376"}, "tlsCa", 422),
-        ({"endpoint": "ssh://root@127.0.0.1:2222", "sshPrivateKey": "not a key", "sshKnownHostKey": "ssh-ed25519 AAAA"},
-         "sshPrivateKey", 422),
+        (
+            {
+                "endpoint": "ssh://root@127.0.0.1:2222",
+                "sshPrivateKey": "not a key",
+                "sshKnownHostKey": "ssh-ed25519 AAAA",
+            },
+            "sshPrivateKey",
+            422,
+        ),
         ({"regionId": "nowhere"}, "regionId", 422),
         ({"name": ""}, "name", 422),
         ({"unexpected": 1}, "unexpected", 422),
     ],
 )
-def test_bad_server_input_is_rejected_with_field(api: Api, region: dict[str, object], body: dict[str, object],
-                                                 field: str, status: int) -> None:
+def test_bad_server_input_is_rejected_with_field(
+    api: Api, region: dict[str, object], body: dict[str, object], field: str, status: int
+) -> None:
     payload = {"name": "bad", "endpoint": LOCAL_ENGINE, "regionId": region["id"], **body}
     response = api.post("/api/servers", payload)
     assert response.status_code == status, response.text
@@ -115,8 +140,10 @@ def test_duplicate_server_name_and_endpoint_conflict(api: Api, region: dict[str,
 
 def test_update_moves_server_and_keeps_key_material_private(api: Api, region: dict[str, object]) -> None:
     other = create_region(api, "us-east-1", primary=False, priority=2)
-    server = api.post("/api/servers", {"name": "a", "endpoint": "unix:///run/a.sock", "regionId": region["id"],
-                                       "skipValidation": True}).json()
+    server = api.post(
+        "/api/servers",
+        {"name": "a", "endpoint": "unix:///run/a.sock", "regionId": region["id"], "skipValidation": True},
+    ).json()
     moved = api.put(f"/api/servers/{server['id']}", {"regionId": other["id"], "failureDomain": "rack-2"})
     assert moved.status_code == 200
     assert moved.json()["regionCode"] == "us-east-1"

@@ -22,7 +22,9 @@ def test_quorum_table_matches_raft(managers: int, quorum: int, tolerance: int) -
 
 
 def test_demote_refused_when_it_leaves_even_managers() -> None:
-    decision = check_manager_change(change="demote", node="node-2", managers=3, reachable=3, node_reachable=True)
+    decision = check_manager_change(
+        change="demote", node="node-2", managers=3, reachable=3, node_reachable=True
+    )
     assert not decision.allowed
     assert decision.message.startswith(
         "3 managers, quorum 2: demoting node-2 leaves 2 managers, which tolerates 0 failures"
@@ -63,26 +65,67 @@ def test_drain_of_manager_counts_as_leaving() -> None:
     assert "draining m2" in decision.message
 
 
-def _node(name: str, role: str, *, state: str = "ready", reachable: bool = True, domain: str | None = "a") -> NodeState:
-    return NodeState(node_id=name, hostname=name, role=role, state=state, availability="active",
-                     reachable=reachable, failure_domain=domain)
+def _node(
+    name: str, role: str, *, state: str = "ready", reachable: bool = True, domain: str | None = "a"
+) -> NodeState:
+    return NodeState(
+        node_id=name,
+        hostname=name,
+        role=role,
+        state=state,
+        availability="active",
+        reachable=reachable,
+        failure_domain=domain,
+    )
 
 
 @pytest.mark.parametrize(
     ("nodes", "status"),
     [
-        ([_node("m1", "manager", domain="a"), _node("m2", "manager", domain="b"), _node("m3", "manager", domain="c")],
-         ClusterStatus.HEALTHY),
-        ([_node("m1", "manager", domain="a"), _node("m2", "manager", domain="b"), _node("m3", "manager", domain="c"),
-          _node("w1", "worker", state="down", reachable=False)], ClusterStatus.DEGRADED),
-        ([_node("m1", "manager"), _node("m2", "manager"), _node("m3", "manager", state="down", reachable=False)],
-         ClusterStatus.AT_RISK),
-        ([_node("m1", "manager"), _node("m2", "manager", state="down", reachable=False),
-          _node("m3", "manager", state="down", reachable=False)], ClusterStatus.QUORUM_LOST),
+        (
+            [
+                _node("m1", "manager", domain="a"),
+                _node("m2", "manager", domain="b"),
+                _node("m3", "manager", domain="c"),
+            ],
+            ClusterStatus.HEALTHY,
+        ),
+        (
+            [
+                _node("m1", "manager", domain="a"),
+                _node("m2", "manager", domain="b"),
+                _node("m3", "manager", domain="c"),
+                _node("w1", "worker", state="down", reachable=False),
+            ],
+            ClusterStatus.DEGRADED,
+        ),
+        (
+            [
+                _node("m1", "manager"),
+                _node("m2", "manager"),
+                _node("m3", "manager", state="down", reachable=False),
+            ],
+            ClusterStatus.AT_RISK,
+        ),
+        (
+            [
+                _node("m1", "manager"),
+                _node("m2", "manager", state="down", reachable=False),
+                _node("m3", "manager", state="down", reachable=False),
+            ],
+            ClusterStatus.QUORUM_LOST,
+        ),
         ([_node("m1", "manager")], ClusterStatus.AT_RISK),
         ([], ClusterStatus.QUORUM_LOST),
     ],
-    ids=["three-managers", "worker-down", "one-manager-down", "two-of-three-down", "single-manager", "no-managers"],
+    ids=[
+        "three-managers",
+        "worker-down",
+        "one-manager-down",
+        "two-of-three-down",
+        "single-manager",
+        "no-managers",
+    ],
 )
 def test_cluster_status_from_nodes(nodes: list[NodeState], status: ClusterStatus) -> None:
     assert assess_cluster(nodes).status == status

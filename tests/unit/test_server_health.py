@@ -2,8 +2,14 @@ from __future__ import annotations
 
 from hostcraft.domain.health import HealthSample, ServerStatus, classify
 
-MEASURED = {"measured": True, "diskTotalBytes": 100, "diskFreeBytes": 50, "memoryTotalBytes": 100,
-            "memoryAvailableBytes": 50, "dataRoot": "/var/lib/docker"}
+MEASURED = {
+    "measured": True,
+    "diskTotalBytes": 100,
+    "diskFreeBytes": 50,
+    "memoryTotalBytes": 100,
+    "memoryAvailableBytes": 50,
+    "dataRoot": "/var/lib/docker",
+}
 
 
 def test_unreachable_engine_is_unreachable() -> None:
@@ -25,7 +31,9 @@ def test_low_disk_degrades_with_percentage() -> None:
 
 
 def test_unmeasured_resources_degrade() -> None:
-    sample = HealthSample(reachable=True, latency_ms=3, resources={"measured": False, "error": "no probe image"})
+    sample = HealthSample(
+        reachable=True, latency_ms=3, resources={"measured": False, "error": "no probe image"}
+    )
     status, reasons = classify(sample)
     assert status == ServerStatus.DEGRADED
     assert reasons == ["resources not measured: no probe image"]
@@ -33,10 +41,14 @@ def test_unmeasured_resources_degrade() -> None:
 
 def test_unreachable_peer_and_down_node_are_reasons() -> None:
     sample = HealthSample(
-        reachable=True, latency_ms=3, resources=MEASURED,
+        reachable=True,
+        latency_ms=3,
+        resources=MEASURED,
         swarm={"localState": "active", "nodeState": "down", "managerReachability": "unreachable"},
-        peers=[{"address": "10.0.0.2:7946", "hostname": "m2", "reachable": False},
-               {"address": "10.0.0.3:7946", "hostname": "m3", "reachable": True}],
+        peers=[
+            {"address": "10.0.0.2:7946", "hostname": "m2", "reachable": False},
+            {"address": "10.0.0.3:7946", "hostname": "m3", "reachable": True},
+        ],
     )
     status, reasons = classify(sample)
     assert status == ServerStatus.DEGRADED
@@ -47,6 +59,11 @@ def test_unreachable_peer_and_down_node_are_reasons() -> None:
 
 
 def test_node_that_left_its_swarm_degrades() -> None:
-    sample = HealthSample(reachable=True, latency_ms=3, resources=MEASURED, swarm={"localState": "inactive"},
-                          expected_in_swarm=True)
+    sample = HealthSample(
+        reachable=True,
+        latency_ms=3,
+        resources=MEASURED,
+        swarm={"localState": "inactive"},
+        expected_in_swarm=True,
+    )
     assert classify(sample)[1] == ["node is no longer part of a swarm"]

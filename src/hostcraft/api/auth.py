@@ -39,7 +39,9 @@ def current_principal(request: Request) -> Principal:
         row = authenticate(session, token.strip())
         principal = Principal(token_id=row.id, name=row.name, role=Role(row.role))
     if principal.role == Role.VIEWER and request.method not in READ_METHODS:
-        raise PermissionDenied("viewer tokens may only read: use an operator or admin token to change anything")
+        raise PermissionDenied(
+            "viewer tokens may only read: use an operator or admin token to change anything"
+        )
     return principal
 
 

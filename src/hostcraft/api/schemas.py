@@ -21,6 +21,7 @@ class Out(BaseModel):
 
 # Regions
 
+
 def _check_region_code(code: str) -> str:
     if not CODE_PATTERN.fullmatch(code):
         raise ValueError(
@@ -57,6 +58,7 @@ class RegionsOut(Out):
 
 
 # Servers
+
 
 class ServerIn(Body):
     name: str = Field(min_length=1, max_length=128)
@@ -141,6 +143,7 @@ class ServerHealthOut(Out):
 
 # Tokens
 
+
 class TokenIn(Body):
     name: str = Field(min_length=1, max_length=64)
     role: Literal["admin", "operator", "viewer"]
@@ -161,6 +164,7 @@ class TokenCreated(TokenOut):
 
 
 # Events
+
 
 class EventOut(Out):
     id: int

@@ -55,7 +55,9 @@ class ApiClient:
         self.token = token or os.environ.get("HOSTCRAFT_TOKEN") or stored.get("token")
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
 
-    def request(self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None) -> Any:
+    def request(
+        self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
         if not self.token:
             raise CliError(
                 "no API token: set HOSTCRAFT_TOKEN, or run 'hostcraft login --token TOKEN' "
@@ -65,7 +67,9 @@ class ApiClient:
         try:
             response = self._http.request(method, path, json=json_body, params=params, headers=headers)
         except httpx.TransportError as exc:
-            raise CliError(f"cannot reach HostCraft at {self.url}: {exc}. Is 'hostcraft up' running?") from exc
+            raise CliError(
+                f"cannot reach HostCraft at {self.url}: {exc}. Is 'hostcraft up' running?"
+            ) from exc
         if response.status_code == 204:
             return None
         try:

@@ -43,7 +43,9 @@ def login(
 
 @app.command()
 def up(
-    host: str = typer.Option(None, "--host", help="Address to listen on [default: HOSTCRAFT_HOST or 127.0.0.1]."),
+    host: str = typer.Option(
+        None, "--host", help="Address to listen on [default: HOSTCRAFT_HOST or 127.0.0.1]."
+    ),
     port: int = typer.Option(None, "--port", help="Port to listen on [default: HOSTCRAFT_PORT or 8080]."),
     engine: bool = typer.Option(True, "--engine/--no-engine", help="Run the engine loops in this process."),
 ) -> None:
@@ -87,11 +89,21 @@ def events(
 ) -> None:
     """List the audit trail, newest first."""
     rows = ApiClient().get("/api/events", targetType=target_type, targetId=target, limit=limit)
-    emit(rows, output, lambda: print_table(rows, [
-        ("AT", "at"), ("ACTOR", "actor"), ("ACTION", "action"),
-        ("TARGET", lambda e: e["targetName"] or f"{e['targetType']} {e['targetId']}"),
-        ("OUTCOME", "outcome"), ("REASON", "reason"),
-    ]))
+    emit(
+        rows,
+        output,
+        lambda: print_table(
+            rows,
+            [
+                ("AT", "at"),
+                ("ACTOR", "actor"),
+                ("ACTION", "action"),
+                ("TARGET", lambda e: e["targetName"] or f"{e['targetType']} {e['targetId']}"),
+                ("OUTCOME", "outcome"),
+                ("REASON", "reason"),
+            ],
+        ),
+    )
 
 
 def run() -> Any:

@@ -20,6 +20,9 @@ class OutputFormat(StrEnum):
     JSON = "json"
 
 
+Column = tuple[str, str | Callable[[dict[str, Any]], Any]]
+"""A column: its header, and the record key or a function of the record that gives the cell."""
+
 OutputOption = typer.Option(OutputFormat.TABLE, "--output", "-o", help="Output format: table or json.")
 
 
@@ -27,8 +30,12 @@ def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False))
 
 
-def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str | Callable[[dict[str, Any]], Any]]],
-                *, title: str | None = None) -> None:
+def print_table(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[Column],
+    *,
+    title: str | None = None,
+) -> None:
     table = Table(title=title, show_lines=False)
     for header, _ in columns:
         table.add_column(header)
@@ -41,7 +48,7 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str
     console.print(table)
 
 
-def print_record(record: dict[str, Any], fields: Sequence[tuple[str, str | Callable[[dict[str, Any]], Any]]]) -> None:
+def print_record(record: dict[str, Any], fields: Sequence[Column]) -> None:
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()

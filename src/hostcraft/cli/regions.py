@@ -5,12 +5,18 @@ from __future__ import annotations
 import typer
 
 from hostcraft.cli.client import ApiClient
-from hostcraft.cli.output import OutputFormat, OutputOption, emit, print_record, print_table
+from hostcraft.cli.output import Column, OutputFormat, OutputOption, emit, print_record, print_table
 
 app = typer.Typer(help="Regions: failure domains, each holding one Swarm cluster.", no_args_is_help=True)
 
-COLUMNS = [("ID", "id"), ("CODE", "code"), ("NAME", "name"), ("PRIMARY", lambda r: "yes" if r["isPrimary"] else ""),
-           ("PRIORITY", "priority"), ("SERVERS", "serverCount")]
+COLUMNS: list[Column] = [
+    ("ID", "id"),
+    ("CODE", "code"),
+    ("NAME", "name"),
+    ("PRIMARY", lambda r: "yes" if r["isPrimary"] else ""),
+    ("PRIORITY", "priority"),
+    ("SERVERS", "serverCount"),
+]
 
 
 @app.command("add")
@@ -21,7 +27,9 @@ def add(
     primary: bool = typer.Option(False, "--primary", help="Make this the primary region."),
     output: OutputFormat = OutputOption,
 ) -> None:
-    region = ApiClient().post("/api/regions", {"name": name, "code": code, "priority": priority, "isPrimary": primary})
+    region = ApiClient().post(
+        "/api/regions", {"name": name, "code": code, "priority": priority, "isPrimary": primary}
+    )
     emit(region, output, lambda: print_record(region, COLUMNS))
 
 
@@ -45,7 +53,9 @@ def resolve(client: ApiClient, reference: str) -> dict[str, object]:
 
 
 @app.command("show")
-def show(region: str = typer.Argument(..., help="Region id or code."), output: OutputFormat = OutputOption) -> None:
+def show(
+    region: str = typer.Argument(..., help="Region id or code."), output: OutputFormat = OutputOption
+) -> None:
     client = ApiClient()
     record = resolve(client, region)
     emit(record, output, lambda: print_record(record, COLUMNS))

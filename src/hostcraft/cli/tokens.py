@@ -5,20 +5,31 @@ from __future__ import annotations
 import typer
 
 from hostcraft.cli.client import ApiClient
-from hostcraft.cli.output import OutputFormat, OutputOption, console, emit, print_table
+from hostcraft.cli.output import Column, OutputFormat, OutputOption, console, emit, print_table
 
 app = typer.Typer(help="API tokens (admin).", no_args_is_help=True)
 
-COLUMNS = [("ID", "id"), ("NAME", "name"), ("ROLE", "role"), ("PREFIX", "prefix"), ("CREATED", "createdAt"),
-           ("LAST USED", "lastUsedAt"), ("REVOKED", "revokedAt")]
+COLUMNS: list[Column] = [
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("ROLE", "role"),
+    ("PREFIX", "prefix"),
+    ("CREATED", "createdAt"),
+    ("LAST USED", "lastUsedAt"),
+    ("REVOKED", "revokedAt"),
+]
 
 
 @app.command("create")
 def create(
     name: str = typer.Option(..., "--name", help="Unique token name."),
     role: str = typer.Option(..., "--role", help="admin, operator or viewer."),
-    local: bool = typer.Option(False, "--local", help="Write straight into the store of this machine "
-                               "(HOSTCRAFT_DATA_DIR / HOSTCRAFT_DATABASE_URL), for a lost admin token."),
+    local: bool = typer.Option(
+        False,
+        "--local",
+        help="Write straight into the store of this machine "
+        "(HOSTCRAFT_DATA_DIR / HOSTCRAFT_DATABASE_URL), for a lost admin token.",
+    ),
     output: OutputFormat = OutputOption,
 ) -> None:
     """Create a token and print it once; only its hash is stored."""
@@ -33,10 +44,12 @@ def create(
             created = {"id": row.id, "name": row.name, "role": row.role, "token": token}
     else:
         created = ApiClient().post("/api/tokens", {"name": name, "role": role})
-    emit(created, output, lambda: (
-        console.print(f"token [bold]{created['name']}[/] ({created['role']}) created; it is shown only once:"),
-        typer.echo(created["token"]),
-    ))
+
+    def render() -> None:
+        console.print(f"token [bold]{created['name']}[/] ({created['role']}) created; it is shown only once:")
+        typer.echo(created["token"])
+
+    emit(created, output, render)
 
 
 @app.command("ls")

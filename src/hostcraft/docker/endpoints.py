@@ -85,7 +85,9 @@ def parse_endpoint(url: str) -> Endpoint:
                     f"invalid tcp endpoint {url!r}: the port is missing (the TLS port is usually 2376)",
                     field="endpoint",
                 )
-            return Endpoint(scheme="tcp", url=f"tcp://{parsed.hostname}:{port}", host=parsed.hostname, port=port)
+            return Endpoint(
+                scheme="tcp", url=f"tcp://{parsed.hostname}:{port}", host=parsed.hostname, port=port
+            )
         if not parsed.username:
             raise ValidationError(
                 f"invalid ssh endpoint {url!r}: expected ssh://user@host[:port]", field="endpoint"
@@ -167,7 +169,9 @@ def load_host_key(text: str) -> paramiko.PKey:
 class _PinnedHostKeySSHAdapter(SSHHTTPAdapter):  # type: ignore[misc]
     """The SDK's paramiko transport, with the key and host key HostCraft stores."""
 
-    def __init__(self, base_url: str, *, private_key: paramiko.PKey, host_key: paramiko.PKey, timeout: float) -> None:
+    def __init__(
+        self, base_url: str, *, private_key: paramiko.PKey, host_key: paramiko.PKey, timeout: float
+    ) -> None:
         self._private_key = private_key
         self._host_key = host_key
         self._connect_timeout = timeout
@@ -177,7 +181,8 @@ class _PinnedHostKeySSHAdapter(SSHHTTPAdapter):  # type: ignore[misc]
         parsed = urllib.parse.urlparse(base_url)
         port = parsed.port or 22
         self.ssh_client = paramiko.SSHClient()
-        host_entry = parsed.hostname if port == 22 else f"[{parsed.hostname}]:{port}"
+        hostname = parsed.hostname or ""
+        host_entry = hostname if port == 22 else f"[{hostname}]:{port}"
         self.ssh_client.get_host_keys().add(host_entry, self._host_key.get_name(), self._host_key)
         self.ssh_client.set_missing_host_key_policy(paramiko.RejectPolicy())
         self.ssh_params = {
@@ -202,7 +207,8 @@ def _raise_connect_error(endpoint: Endpoint, exc: Exception) -> None:
         ) from exc
     if isinstance(exc, paramiko.AuthenticationException):
         raise ValidationError(
-            f"ssh authentication failed for {endpoint.user}@{endpoint.host}: the server rejected sshPrivateKey",
+            f"ssh authentication failed for {endpoint.user}@{endpoint.host}: "
+            "the server rejected sshPrivateKey",
             field="sshPrivateKey",
         ) from exc
     if isinstance(exc, requests.exceptions.SSLError | ssl.SSLError):
@@ -275,11 +281,17 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
-def _tls_client(endpoint: Endpoint, credentials: Credentials, workdir: str, timeout: float) -> docker.DockerClient:
+def _tls_client(
+    endpoint: Endpoint, credentials: Credentials, workdir: str, timeout: float
+) -> docker.DockerClient:
     # The SDK loads certificates from files on every new connection, so they live in a
     # private directory for the lifetime of the client.
     paths: dict[str, str] = {}
-    for name, value in (("ca.pem", credentials.tls_ca), ("cert.pem", credentials.tls_cert), ("key.pem", credentials.tls_key)):
+    for name, value in (
+        ("ca.pem", credentials.tls_ca),
+        ("cert.pem", credentials.tls_cert),
+        ("key.pem", credentials.tls_key),
+    ):
         path = os.path.join(workdir, name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -289,16 +301,23 @@ def _tls_client(endpoint: Endpoint, credentials: Credentials, workdir: str, time
         client_cert=(paths["cert.pem"], paths["key.pem"]), ca_cert=paths["ca.pem"], verify=True
     )
     return docker.DockerClient(
-        base_url=f"https://{endpoint.host}:{endpoint.port}", tls=tls, version=MIN_API_VERSION, timeout=int(timeout)
+        base_url=f"https://{endpoint.host}:{endpoint.port}",
+        tls=tls,
+        version=MIN_API_VERSION,
+        timeout=int(timeout),
     )
 
 
 def _ssh_client(endpoint: Endpoint, credentials: Credentials, timeout: float) -> docker.DockerClient:
     private_key = load_private_key(credentials.ssh_private_key or "")
     host_key = load_host_key(credentials.ssh_known_host_key or "")
-    adapter = _PinnedHostKeySSHAdapter(endpoint.url, private_key=private_key, host_key=host_key, timeout=timeout)
+    adapter = _PinnedHostKeySSHAdapter(
+        endpoint.url, private_key=private_key, host_key=host_key, timeout=timeout
+    )
     # An APIClient needs some base URL at construction; the SSH adapter then replaces the transport.
-    client = docker.DockerClient(base_url="unix:///nonexistent.sock", version=MIN_API_VERSION, timeout=int(timeout))
+    client = docker.DockerClient(
+        base_url="unix:///nonexistent.sock", version=MIN_API_VERSION, timeout=int(timeout)
+    )
     api: Any = client.api
     api.mount("http+docker://ssh", adapter)
     api._custom_adapter = adapter

@@ -133,7 +133,10 @@ def read_engine_facts(client: docker.DockerClient) -> EngineFacts:
     return EngineFacts(
         engine_version=version.get("Version", "unknown"),
         api_version=version.get("ApiVersion", "unknown"),
-        os=f"{info.get('OperatingSystem', 'unknown')} ({info.get('KernelVersion', '?')}, {info.get('Architecture', '?')})",
+        os=(
+            f"{info.get('OperatingSystem', 'unknown')} "
+            f"({info.get('KernelVersion', '?')}, {info.get('Architecture', '?')})"
+        ),
         cpus=int(info.get("NCPU") or 0),
         memory_bytes=int(info.get("MemTotal") or 0),
         data_root=info.get("DockerRootDir") or "/var/lib/docker",
@@ -235,7 +238,9 @@ def measure_on_node(
                 resources.memory_available_bytes = value
         elif parts[:1] == ["peer"] and len(parts) == 3:
             reachability[parts[1]] = parts[2] == "ok"
-    resources.measured = resources.disk_free_bytes is not None and resources.memory_available_bytes is not None
+    resources.measured = (
+        resources.disk_free_bytes is not None and resources.memory_available_bytes is not None
+    )
     if not resources.measured and resources.error is None:
         resources.error = "probe output had no disk or memory figures"
     return resources, reachability

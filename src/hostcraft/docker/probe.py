@@ -76,6 +76,6 @@ def ensure_probe_image(client: docker.DockerClient, image: str) -> None:
     repository, tag = image.rsplit(":", 1)
     with _import_lock:
         client.api.import_image_from_data(
-            build_probe_tar(), repository=repository, tag=tag, changes=['ENV PATH=/bin']
+            build_probe_tar(), repository=repository, tag=tag, changes=["ENV PATH=/bin"]
         )
     logger.info("imported probe image", extra={"image": image})

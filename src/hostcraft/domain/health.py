@@ -31,13 +31,17 @@ class HealthSample:
     expected_in_swarm: bool = False
 
 
-def classify(sample: HealthSample, thresholds: HealthThresholds = HealthThresholds()) -> tuple[ServerStatus, list[str]]:
+def classify(
+    sample: HealthSample, thresholds: HealthThresholds = HealthThresholds()
+) -> tuple[ServerStatus, list[str]]:
     """Return the status and every reason that lowered it."""
     if not sample.reachable:
         return ServerStatus.UNREACHABLE, [f"engine unreachable: {sample.error or 'no answer'}"]
     reasons: list[str] = []
     if sample.latency_ms is not None and sample.latency_ms > thresholds.max_latency_ms:
-        reasons.append(f"engine latency {sample.latency_ms:.0f} ms exceeds {thresholds.max_latency_ms:.0f} ms")
+        reasons.append(
+            f"engine latency {sample.latency_ms:.0f} ms exceeds {thresholds.max_latency_ms:.0f} ms"
+        )
     reasons.extend(_swarm_reasons(sample))
     reasons.extend(_resource_reasons(sample.resources, thresholds))
     for peer in sample.peers:

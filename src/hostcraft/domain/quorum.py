@@ -79,7 +79,9 @@ def check_manager_change(
             "Promote another node first, or pass force=true",
             details,
         )
-    return GuardDecision(True, f"{arithmetic}, which tolerates {details['faultToleranceAfter']} failures", details)
+    return GuardDecision(
+        True, f"{arithmetic}, which tolerates {details['faultToleranceAfter']} failures", details
+    )
 
 
 class ClusterStatus(StrEnum):

@@ -13,7 +13,9 @@ from hostcraft.store.models import EngineLease, utcnow
 ENGINE_LEASE = "engine"
 
 
-def acquire_lease(session: Session, *, holder: str, ttl: dt.timedelta, now: dt.datetime | None = None) -> bool:
+def acquire_lease(
+    session: Session, *, holder: str, ttl: dt.timedelta, now: dt.datetime | None = None
+) -> bool:
     """Take or renew the lease; False while another live holder has it."""
     now = now or utcnow()
     lease = session.scalar(select(EngineLease).where(EngineLease.name == ENGINE_LEASE).with_for_update())

@@ -8,6 +8,7 @@ shares no state with the root namespace's engine.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import signal
@@ -36,6 +37,9 @@ from hostcraft.lab.state import Lab, LabNode, node_data_root, node_run_dir
 logger = logging.getLogger(__name__)
 
 READY_TIMEOUT = 90.0
+SHIM_SOCKET_DIR = Path("/run/containerd/s")
+# Namespace in which dockerd keeps its containers in containerd (dockerd's default).
+CONTAINERD_NAMESPACE = "moby"
 STOP_TIMEOUT = 90.0
 
 # Sets the hostname in the new UTS namespace, then execs nsenter. The node name and every
@@ -101,8 +105,7 @@ def wait_engine_ready(
         alive = process_alive(pid) if pid is not None else engine_running(lab, node)
         if not alive:
             raise LabError(
-                f"engine of node {node.name} is not running; "
-                f"last lines of {log_path}:\n{_tail(log_path)}",
+                f"engine of node {node.name} is not running; last lines of {log_path}:\n{_tail(log_path)}",
                 details={"lab": lab.name, "node": node.name},
             )
         if time.monotonic() > deadline:
@@ -154,6 +157,29 @@ def stop_engine(lab: Lab, node: LabNode, *, timeout: float = STOP_TIMEOUT) -> No
 def kill_engine(lab: Lab, node: LabNode) -> None:
     """SIGKILL every process of the node at once, as a crash of the machine would end them."""
     kill_processes(node_processes(lab, node))
+    for path in shim_sockets(lab.name, node.name):
+        path.unlink(missing_ok=True)
+
+
+def shim_sockets(lab_name: str, node_name: str) -> list[Path]:
+    """Return the existing shim sockets of the node's containers.
+
+    containerd 1.6 puts every shim socket in /run/containerd/s, a directory shared by all
+    containerd instances on the machine, named sha256("<containerd address>/moby/<id>").
+    A killed shim leaves its socket there, and the restarted containerd does not remove it.
+    """
+    run_dir = node_run_dir(lab_name, node_name)
+    address = run_dir / "exec" / "containerd" / "containerd.sock"
+    task_dir = run_dir / "exec" / "containerd" / "daemon" / "io.containerd.runtime.v2.task"
+    container_ids = set(_entries(node_data_root(lab_name, node_name) / "containers"))
+    container_ids.update(_entries(task_dir / CONTAINERD_NAMESPACE))
+    sockets = []
+    for container_id in sorted(container_ids):
+        key = f"{address}/{CONTAINERD_NAMESPACE}/{container_id}".encode()
+        path = SHIM_SOCKET_DIR / hashlib.sha256(key).hexdigest()
+        if path.exists():
+            sockets.append(path)
+    return sockets
 
 
 def _engine_argv(lab: Lab, node: LabNode) -> list[str]:
@@ -200,6 +226,13 @@ def _remove_stale_pidfiles(lab: Lab, node: LabNode) -> None:
 
 def _pidfile(lab: Lab, node: LabNode) -> Path:
     return node_run_dir(lab.name, node.name) / "docker.pid"
+
+
+def _entries(directory: Path) -> list[str]:
+    try:
+        return [entry.name for entry in directory.iterdir()]
+    except OSError:
+        return []
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -28,9 +28,7 @@ DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def require_lab_host(*, programs: dict[str, str] | None = None) -> None:
     """Raise LabError unless this is Linux, we are root, and the lab's programs are installed."""
     if not sys.platform.startswith("linux"):
-        raise LabError(
-            f"the lab needs Linux (network namespaces, bridges, iptables); this is {sys.platform}"
-        )
+        raise LabError(f"the lab needs Linux (network namespaces, bridges, iptables); this is {sys.platform}")
     if os.geteuid() != 0:
         raise LabError(
             "the lab needs root: it creates network namespaces, bridges and iptables rules "

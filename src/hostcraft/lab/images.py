@@ -47,9 +47,7 @@ def build_images(lab: Lab, *, progress: Callable[[str], None] | None = None) -> 
     report = progress or (lambda message: None)
     require_lab_host(programs={})
     if not BUSYBOX_BINARY.is_file():
-        raise LabError(
-            f"{BUSYBOX_BINARY} not found; install it with `apt-get install busybox-static`"
-        )
+        raise LabError(f"{BUSYBOX_BINARY} not found; install it with `apt-get install busybox-static`")
     references = lab.images()
     digest = assets_digest()
     missing = [name for name, ref in references.items() if not _pushed(lab, ref, digest)]
@@ -108,8 +106,7 @@ def _build_node(lab: Lab) -> LabNode:
         if engine_running(lab, node):
             return node
     raise LabError(
-        f"no engine of lab {lab.name} is running to build the images; "
-        f"start the lab with `lab up {lab.name}`",
+        f"no engine of lab {lab.name} is running to build the images; start the lab with `lab up {lab.name}`",
         details={"lab": lab.name},
     )
 
@@ -139,9 +136,7 @@ def _build(
             f"failed to build {tag}: {exc.msg}\n{build_log[-2000:]}", details={"image": tag}
         ) from exc
     except APIError as exc:
-        raise LabError(
-            f"failed to build {tag}: {exc.explanation or exc}", details={"image": tag}
-        ) from exc
+        raise LabError(f"failed to build {tag}: {exc.explanation or exc}", details={"image": tag}) from exc
 
 
 def _push(client: docker.DockerClient, reference: str) -> None:
@@ -191,9 +186,7 @@ def _webapp_context(version: str) -> bytes:
 
 
 def _busybox_applets() -> list[str]:
-    completed = subprocess.run(
-        [str(BUSYBOX_BINARY), "--list"], capture_output=True, text=True, check=False
-    )
+    completed = subprocess.run([str(BUSYBOX_BINARY), "--list"], capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         raise LabError(f"failed to list the applets of {BUSYBOX_BINARY}: {completed.stderr}")
     applets = {line.strip() for line in completed.stdout.splitlines() if line.strip()}

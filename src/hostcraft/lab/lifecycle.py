@@ -99,7 +99,7 @@ def lab_up(
             remove_lab(name, lab)
             lab = None
         if lab is None:
-            if find_leftovers(name):
+            if find_leftovers(name, include_lock=False):
                 report(f"removing leftovers of lab {name}")
                 remove_lab(name, None)
             lab = _allocate_lab(name, managers=managers, workers=workers, subnet=subnet)
@@ -238,9 +238,7 @@ def _allocate_lab(name: str, *, managers: int, workers: int, subnet: str | None)
     return lab
 
 
-def _make_lab(
-    name: str, index: int, network: ipaddress.IPv4Network, *, managers: int, workers: int
-) -> Lab:
+def _make_lab(name: str, index: int, network: ipaddress.IPv4Network, *, managers: int, workers: int) -> Lab:
     bridge_address = str(network.network_address + 1)
     nodes = []
     for position, (node_name, role) in enumerate(node_names(name, managers, workers), start=1):

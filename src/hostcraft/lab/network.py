@@ -166,9 +166,7 @@ def _ensure_address(device: str, cidr: str, *, netns: str | None) -> None:
     output = run_command([*prefix, "-json", "-4", "address", "show", "dev", device]).stdout
     entries: list[dict[str, Any]] = json.loads(output or "[]")
     present = {
-        f"{info['local']}/{info['prefixlen']}"
-        for entry in entries
-        for info in entry.get("addr_info", [])
+        f"{info['local']}/{info['prefixlen']}" for entry in entries for info in entry.get("addr_info", [])
     }
     if cidr not in present:
         run_command([*prefix, "address", "add", cidr, "dev", device])

@@ -9,6 +9,7 @@ Zombies count as gone: pid 1 of some machines never reaps orphans.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -126,10 +127,8 @@ def find_lab_processes(markers: Iterable[str]) -> list[int]:
 
 def signal_processes(pids: Iterable[int], signum: signal.Signals) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
 
 
 def wait_gone(pids: Iterable[int], *, timeout: float) -> list[int]:

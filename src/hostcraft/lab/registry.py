@@ -55,9 +55,7 @@ def registry_client(lab: Lab, *, timeout: float = 10.0) -> httpx.Client:
 def image_labels(lab: Lab, repository: str, tag: str) -> dict[str, str] | None:
     """Return the labels of ``repository:tag`` as stored in the registry, or None if absent."""
     with registry_client(lab) as client:
-        manifest = client.get(
-            f"/v2/{repository}/manifests/{tag}", headers={"Accept": MANIFEST_MEDIA_TYPE}
-        )
+        manifest = client.get(f"/v2/{repository}/manifests/{tag}", headers={"Accept": MANIFEST_MEDIA_TYPE})
         if manifest.status_code == 404:
             return None
         manifest.raise_for_status()

@@ -65,8 +65,7 @@ def wait_swarm_ready(lab: Lab, *, timeout: float = READY_TIMEOUT) -> None:
             return
         time.sleep(0.5)
     raise LabError(
-        f"swarm of lab {lab.name} not ready within {timeout:.0f} s; "
-        f"nodes not ready: {', '.join(pending)}",
+        f"swarm of lab {lab.name} not ready within {timeout:.0f} s; nodes not ready: {', '.join(pending)}",
         details={"lab": lab.name, "nodes": pending},
     )
 
@@ -120,8 +119,7 @@ def _join(node: LabNode, remote: str, token: str, progress: Progress) -> None:
             except APIError as exc:
                 if attempt == 2:
                     raise LabError(
-                        f"failed to join {node.name} to the swarm at {remote}: "
-                        f"{exc.explanation or exc}",
+                        f"failed to join {node.name} to the swarm at {remote}: {exc.explanation or exc}",
                         details={"node": node.name},
                     ) from exc
                 logger.warning(
@@ -150,8 +148,8 @@ def _nodes_not_ready(lab: Lab) -> list[str]:
         hostname = attrs["Description"]["Hostname"]
         if attrs["Status"]["State"] != "ready":
             continue
-        if attrs["Spec"]["Role"] == "manager":
-            if attrs.get("ManagerStatus", {}).get("Reachability") != "reachable":
-                continue
+        reachable = attrs.get("ManagerStatus", {}).get("Reachability") == "reachable"
+        if attrs["Spec"]["Role"] == "manager" and not reachable:
+            continue
         ready.add(hostname)
     return [node.name for node in lab.nodes if node.name not in ready]

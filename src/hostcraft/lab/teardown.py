@@ -7,12 +7,14 @@ comment, paths), so a lab can be removed even when its state file is gone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 from pathlib import Path
 
 from hostcraft.errors import LabError
+from hostcraft.lab.engine import shim_sockets
 from hostcraft.lab.network import (
     delete_forward_rules,
     delete_link,
@@ -61,13 +63,13 @@ def lab_links(name: str, lab: Lab | None) -> list[str]:
 
 def lab_mounts(name: str) -> list[str]:
     """Return the mount points under the lab's directories or namespace files, deepest first."""
-    prefixes = (f"{lab_run_dir(name)}/", f"{lab_data_dir(name)}/", f"{NETNS_DIR}/{NETNS_PREFIX}{name}-")
+    prefixes = (
+        f"{lab_run_dir(name)}/",
+        f"{lab_data_dir(name)}/",
+        f"{NETNS_DIR}/{NETNS_PREFIX}{name}-",
+    )
     exact = {str(lab_run_dir(name)), str(lab_data_dir(name))}
-    mounts = [
-        point
-        for point, _ in _mount_table()
-        if point in exact or point.startswith(prefixes)
-    ]
+    mounts = [point for point, _ in _mount_table() if point in exact or point.startswith(prefixes)]
     return sorted(set(mounts), key=lambda point: point.count("/"), reverse=True)
 
 
@@ -84,15 +86,27 @@ def lab_cgroups(name: str) -> list[Path]:
     return found
 
 
-def leftovers(name: str, lab: Lab | None = None) -> list[str]:
-    """Describe every process, kernel object and directory of the lab still present."""
+def lab_shim_sockets(name: str) -> list[Path]:
+    node_dirs = _entries(lab_data_dir(name)) + _entries(lab_run_dir(name))
+    sockets: set[Path] = set()
+    for node_name in node_dirs:
+        sockets.update(shim_sockets(name, node_name))
+    return sorted(sockets)
+
+
+def leftovers(name: str, lab: Lab | None = None, *, include_lock: bool = True) -> list[str]:
+    """Describe every process, kernel object, socket and directory of the lab still present."""
     found = [describe_process(pid) for pid in find_lab_processes(lab_markers(name))]
     found += [f"network namespace {netns}" for netns in lab_netns(name)]
     found += [f"link {link}" for link in lab_links(name, lab)]
     found += [f"iptables rule {' '.join(rule)}" for rule in forward_rules(iptables_comment(name))]
     found += [f"mount {point}" for point in lab_mounts(name)]
     found += [f"cgroup {directory}" for directory in lab_cgroups(name)]
-    for path in (lab_run_dir(name), lab_data_dir(name), lock_path(name)):
+    found += [f"shim socket {path}" for path in lab_shim_sockets(name)]
+    paths = [lab_run_dir(name), lab_data_dir(name)]
+    if include_lock:
+        paths.append(lock_path(name))
+    for path in paths:
         if path.exists():
             found.append(f"path {path}")
     return found
@@ -107,6 +121,8 @@ def remove_lab(name: str, lab: Lab | None) -> None:
     if pids:
         logger.info("killing lab processes", extra={"lab": name, "pids": pids})
         kill_processes(pids)
+    for socket in lab_shim_sockets(name):
+        socket.unlink(missing_ok=True)
     _unmount_all(name)
     for netns in lab_netns(name):
         delete_netns(netns)
@@ -133,8 +149,7 @@ def _unmount_all(name: str) -> None:
     remaining = lab_mounts(name)
     if remaining:
         raise LabError(
-            f"failed to unmount {', '.join(remaining)}; "
-            "check what uses them with `fuser -vm PATH`",
+            f"failed to unmount {', '.join(remaining)}; check what uses them with `fuser -vm PATH`",
             details={"lab": name, "mounts": remaining},
         )
 
@@ -151,10 +166,8 @@ def _remove_cgroups(name: str) -> None:
     # The shared parent goes once the last lab is gone; another lab keeps it busy.
     for point, fstype in _mount_table():
         if fstype in ("cgroup", "cgroup2"):
-            try:
+            with contextlib.suppress(OSError):
                 (Path(point) / CGROUP_PARENT).rmdir()
-            except OSError:
-                pass
 
 
 def _mount_table() -> list[tuple[str, str]]:
@@ -168,6 +181,13 @@ def _mount_table() -> list[tuple[str, str]]:
                 continue
             entries.append((_unescape(fields[4]), after.split()[0]))
     return entries
+
+
+def _entries(directory: Path) -> list[str]:
+    try:
+        return [entry.name for entry in directory.iterdir() if entry.is_dir()]
+    except OSError:
+        return []
 
 
 def _unescape(field: str) -> str:

@@ -47,7 +47,10 @@ def register_local_engine(runtime: Runtime, endpoint: str) -> str:
         try:
             with session.begin_nested():
                 server = create_server(
-                    session, runtime, ServerInput(name=name, endpoint=endpoint, region=region_id), actor="hostcraft-up"
+                    session,
+                    runtime,
+                    ServerInput(name=name, endpoint=endpoint, region=region_id),
+                    actor="hostcraft-up",
                 )
         except HostCraftError as exc:
             return (

@@ -38,7 +38,9 @@ def measure_server(server: Server, runtime: Runtime) -> HealthSample:
                 )
                 resources.cpus = facts.cpus
                 sample.resources = resources.as_dict()
-                sample.peers = [{**peer, "reachable": reachability.get(peer["address"])} for peer in view.peers]
+                sample.peers = [
+                    {**peer, "reachable": reachability.get(peer["address"])} for peer in view.peers
+                ]
             except Exception as exc:  # the probe container is best effort; its failure is a finding
                 sample.resources = {"measured": False, "cpus": facts.cpus, "error": _describe(exc)}
                 sample.peers = [{**peer, "reachable": None} for peer in view.peers]
@@ -71,7 +73,9 @@ def check_server(session: Session, runtime: Runtime, server: Server) -> ServerHe
     session.add(row)
     session.flush()
     if status.value != "healthy":
-        logger.info("server %s is %s", server.name, status.value, extra={"server": server.name, "reasons": reasons})
+        logger.info(
+            "server %s is %s", server.name, status.value, extra={"server": server.name, "reasons": reasons}
+        )
     return row
 
 
@@ -102,6 +106,8 @@ def prune_history(session: Session, server_id: int, *, keep: int) -> int:
         return 0
     oldest_kept = newest[-1].id
     result: Any = session.execute(
-        delete(ServerHealthCheck).where(ServerHealthCheck.server_id == server_id, ServerHealthCheck.id < oldest_kept)
+        delete(ServerHealthCheck).where(
+            ServerHealthCheck.server_id == server_id, ServerHealthCheck.id < oldest_kept
+        )
     )
     return int(result.rowcount or 0)

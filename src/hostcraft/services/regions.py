@@ -79,8 +79,13 @@ def create_regions(session: Session, items: list[RegionInput], *, actor: str) ->
         created[0].is_primary = True
     for region in created:
         record_event(
-            session, actor=actor, action="region.create", target_type="region", target_id=region.id,
-            target_name=region.code, outcome="succeeded",
+            session,
+            actor=actor,
+            action="region.create",
+            target_type="region",
+            target_id=region.id,
+            target_name=region.code,
+            outcome="succeeded",
             reason="first region becomes primary" if region.is_primary and not primaries else None,
         )
     session.flush()
@@ -120,8 +125,15 @@ def update_region(session: Session, region_id: int, data: RegionInput, *, actor:
     region.name, region.code, region.priority = data.name.strip(), data.code, data.priority
     if data.is_primary:
         _make_primary(session, region)
-    record_event(session, actor=actor, action="region.update", target_type="region",
-                 target_id=region.id, target_name=region.code, outcome="succeeded")
+    record_event(
+        session,
+        actor=actor,
+        action="region.update",
+        target_type="region",
+        target_id=region.id,
+        target_name=region.code,
+        outcome="succeeded",
+    )
     session.flush()
     return region
 
@@ -144,6 +156,13 @@ def delete_region(session: Session, region_id: int, *, actor: str) -> None:
             f"region {region.code!r} is the primary region: make another region primary before deleting it"
         )
     session.delete(region)
-    record_event(session, actor=actor, action="region.delete", target_type="region",
-                 target_id=region_id, target_name=region.code, outcome="succeeded")
+    record_event(
+        session,
+        actor=actor,
+        action="region.delete",
+        target_type="region",
+        target_id=region_id,
+        target_name=region.code,
+        outcome="succeeded",
+    )
     session.flush()

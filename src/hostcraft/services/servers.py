@@ -57,7 +57,9 @@ def credentials_for(server: Server, runtime: Runtime) -> Credentials:
 
 
 @contextmanager
-def engine_client(server: Server, runtime: Runtime, *, timeout: float | None = None) -> Iterator[docker.DockerClient]:
+def engine_client(
+    server: Server, runtime: Runtime, *, timeout: float | None = None
+) -> Iterator[docker.DockerClient]:
     """Connect to a server's engine with its stored key material."""
     with connect(
         server.endpoint,
@@ -139,15 +141,24 @@ def create_server(session: Session, runtime: Runtime, data: ServerInput, *, acto
     check_credentials(parse_endpoint(endpoint), credentials)
     facts = None if data.skip_validation else _probe(endpoint, credentials, runtime)
 
-    server = Server(name=name, endpoint=endpoint, region_id=region_id, failure_domain=data.failure_domain or None)
+    server = Server(
+        name=name, endpoint=endpoint, region_id=region_id, failure_domain=data.failure_domain or None
+    )
     _store_credentials(server, data, runtime)
     if facts is not None:
         _apply_facts(server, facts)
     session.add(server)
     session.flush()
-    record_event(session, actor=actor, action="server.create", target_type="server", target_id=server.id,
-                 target_name=server.name, outcome="succeeded",
-                 details={"endpoint": endpoint, "validated": facts is not None})
+    record_event(
+        session,
+        actor=actor,
+        action="server.create",
+        target_type="server",
+        target_id=server.id,
+        target_name=server.name,
+        outcome="succeeded",
+        details={"endpoint": endpoint, "validated": facts is not None},
+    )
     return server
 
 
@@ -183,7 +194,9 @@ def list_servers(session: Session, *, region_id: int | None = None) -> list[Serv
     return list(session.scalars(query))
 
 
-def update_server(session: Session, runtime: Runtime, server_id: int, data: ServerInput, *, actor: str) -> Server:
+def update_server(
+    session: Session, runtime: Runtime, server_id: int, data: ServerInput, *, actor: str
+) -> Server:
     """Change a server; a new endpoint or new key material is validated against the engine first."""
     server = get_server(session, server_id)
     if data.name is not None:
@@ -193,7 +206,9 @@ def update_server(session: Session, runtime: Runtime, server_id: int, data: Serv
     if data.failure_domain is not None:
         server.failure_domain = data.failure_domain or None
     connection_changed = data.endpoint is not None or any(
-        getattr(data, f.name) is not None for f in fields(data) if f.name in (*_KEY_FIELDS, "ssh_known_host_key")
+        getattr(data, f.name) is not None
+        for f in fields(data)
+        if f.name in (*_KEY_FIELDS, "ssh_known_host_key")
     )
     if data.endpoint is not None:
         endpoint = parse_endpoint(data.endpoint).url
@@ -205,8 +220,15 @@ def update_server(session: Session, runtime: Runtime, server_id: int, data: Serv
         if not data.skip_validation:
             _apply_facts(server, _probe(server.endpoint, credentials_for(server, runtime), runtime))
     session.flush()
-    record_event(session, actor=actor, action="server.update", target_type="server", target_id=server.id,
-                 target_name=server.name, outcome="succeeded")
+    record_event(
+        session,
+        actor=actor,
+        action="server.update",
+        target_type="server",
+        target_id=server.id,
+        target_name=server.name,
+        outcome="succeeded",
+    )
     return server
 
 
@@ -214,8 +236,15 @@ def delete_server(session: Session, server_id: int, *, actor: str) -> None:
     """Forget a server. Its engine and swarm membership are left as they are."""
     server = get_server(session, server_id)
     session.delete(server)
-    record_event(session, actor=actor, action="server.delete", target_type="server", target_id=server_id,
-                 target_name=server.name, outcome="succeeded")
+    record_event(
+        session,
+        actor=actor,
+        action="server.delete",
+        target_type="server",
+        target_id=server_id,
+        target_name=server.name,
+        outcome="succeeded",
+    )
     session.flush()
 
 
@@ -224,12 +253,27 @@ def validate_server(session: Session, runtime: Runtime, server_id: int, *, actor
     try:
         facts = _probe(server.endpoint, credentials_for(server, runtime), runtime)
     except ValidationError as exc:
-        record_event(session, actor=actor, action="server.validate", target_type="server", target_id=server.id,
-                     target_name=server.name, outcome="failed", reason=exc.message)
+        record_event(
+            session,
+            actor=actor,
+            action="server.validate",
+            target_type="server",
+            target_id=server.id,
+            target_name=server.name,
+            outcome="failed",
+            reason=exc.message,
+        )
         session.commit()
         raise
     _apply_facts(server, facts)
-    record_event(session, actor=actor, action="server.validate", target_type="server", target_id=server.id,
-                 target_name=server.name, outcome="succeeded",
-                 details={"engineVersion": facts.engine_version, "swarmState": facts.swarm_state})
+    record_event(
+        session,
+        actor=actor,
+        action="server.validate",
+        target_type="server",
+        target_id=server.id,
+        target_name=server.name,
+        outcome="succeeded",
+        details={"engineVersion": facts.engine_version, "swarmState": facts.swarm_state},
+    )
     return server

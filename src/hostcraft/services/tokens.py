@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from hostcraft.errors import AuthenticationError, ConflictError, NotFound, ValidationError
 from hostcraft.store.models import ApiToken, utcnow
 
-TOKEN_PREFIX = "hc_"
+TOKEN_PREFIX = "hc_"  # noqa: S105 - a marker that makes leaked tokens searchable, not a secret
 
 
 class Role(StrEnum):

@@ -25,7 +25,9 @@ def region_out(session: Session, region: Region) -> RegionOut:
 
 
 def _input(body: RegionIn) -> regions.RegionInput:
-    return regions.RegionInput(name=body.name, code=body.code, is_primary=body.is_primary, priority=body.priority)
+    return regions.RegionInput(
+        name=body.name, code=body.code, is_primary=body.is_primary, priority=body.priority
+    )
 
 
 def _parse_create_body(payload: Any) -> RegionIn | RegionsIn:
@@ -58,10 +60,17 @@ _CREATE_SCHEMA = {
 }
 
 
-@router.post("", response_model=RegionOut | RegionsOut, status_code=status.HTTP_201_CREATED,
-             openapi_extra=_CREATE_SCHEMA)
-def create_regions(payload: Any = Body(default=None), runtime: Runtime = Depends(get_runtime),
-                   principal: Principal = Depends(current_principal)) -> RegionOut | RegionsOut:
+@router.post(
+    "",
+    response_model=RegionOut | RegionsOut,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=_CREATE_SCHEMA,
+)
+def create_regions(
+    payload: Any = Body(default=None),
+    runtime: Runtime = Depends(get_runtime),
+    principal: Principal = Depends(current_principal),
+) -> RegionOut | RegionsOut:
     """Create one region, or several at once (all or none) from ``{"regions": [...]}``."""
     body = _parse_create_body(payload)
     items = body.regions if isinstance(body, RegionsIn) else [body]
@@ -85,16 +94,21 @@ def get_region(region_id: int, runtime: Runtime = Depends(get_runtime)) -> Regio
 
 
 @router.put("/{region_id}", response_model=RegionOut)
-def update_region(region_id: int, body: RegionIn, runtime: Runtime = Depends(get_runtime),
-                  principal: Principal = Depends(current_principal)) -> RegionOut:
+def update_region(
+    region_id: int,
+    body: RegionIn,
+    runtime: Runtime = Depends(get_runtime),
+    principal: Principal = Depends(current_principal),
+) -> RegionOut:
     with runtime.store.session() as session:
         region = regions.update_region(session, region_id, _input(body), actor=principal.actor)
         return region_out(session, region)
 
 
 @router.delete("/{region_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_region(region_id: int, runtime: Runtime = Depends(get_runtime),
-                  principal: Principal = Depends(current_principal)) -> Response:
+def delete_region(
+    region_id: int, runtime: Runtime = Depends(get_runtime), principal: Principal = Depends(current_principal)
+) -> Response:
     with runtime.store.session() as session:
         regions.delete_region(session, region_id, actor=principal.actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

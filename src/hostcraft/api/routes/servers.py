@@ -49,24 +49,32 @@ def server_out(server: Server) -> ServerOut:
 
 def _input(body: ServerIn | ServerUpdate) -> servers.ServerInput:
     return servers.ServerInput(
-        name=body.name, endpoint=body.endpoint, region=body.region_id, failure_domain=body.failure_domain,
-        tls_ca=body.tls_ca, tls_cert=body.tls_cert, tls_key=body.tls_key,
-        ssh_private_key=body.ssh_private_key, ssh_known_host_key=body.ssh_known_host_key,
+        name=body.name,
+        endpoint=body.endpoint,
+        region=body.region_id,
+        failure_domain=body.failure_domain,
+        tls_ca=body.tls_ca,
+        tls_cert=body.tls_cert,
+        tls_key=body.tls_key,
+        ssh_private_key=body.ssh_private_key,
+        ssh_known_host_key=body.ssh_known_host_key,
         skip_validation=body.skip_validation,
     )
 
 
 @router.post("", response_model=ServerOut, status_code=status.HTTP_201_CREATED)
-def create_server(body: ServerIn, runtime: Runtime = Depends(get_runtime),
-                  principal: Principal = Depends(current_principal)) -> ServerOut:
+def create_server(
+    body: ServerIn, runtime: Runtime = Depends(get_runtime), principal: Principal = Depends(current_principal)
+) -> ServerOut:
     """Register a server. The engine must answer unless ``skipValidation`` is true."""
     with runtime.store.session() as session:
         return server_out(servers.create_server(session, runtime, _input(body), actor=principal.actor))
 
 
 @router.get("", response_model=list[ServerOut])
-def list_servers(region_id: int | None = Query(default=None, alias="regionId"),
-                 runtime: Runtime = Depends(get_runtime)) -> list[ServerOut]:
+def list_servers(
+    region_id: int | None = Query(default=None, alias="regionId"), runtime: Runtime = Depends(get_runtime)
+) -> list[ServerOut]:
     with runtime.store.session() as session:
         return [server_out(server) for server in servers.list_servers(session, region_id=region_id)]
 
@@ -78,24 +86,30 @@ def get_server(server_id: int, runtime: Runtime = Depends(get_runtime)) -> Serve
 
 
 @router.put("/{server_id}", response_model=ServerOut)
-def update_server(server_id: int, body: ServerUpdate, runtime: Runtime = Depends(get_runtime),
-                  principal: Principal = Depends(current_principal)) -> ServerOut:
+def update_server(
+    server_id: int,
+    body: ServerUpdate,
+    runtime: Runtime = Depends(get_runtime),
+    principal: Principal = Depends(current_principal),
+) -> ServerOut:
     with runtime.store.session() as session:
         server = servers.update_server(session, runtime, server_id, _input(body), actor=principal.actor)
         return server_out(server)
 
 
 @router.delete("/{server_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_server(server_id: int, runtime: Runtime = Depends(get_runtime),
-                  principal: Principal = Depends(current_principal)) -> Response:
+def delete_server(
+    server_id: int, runtime: Runtime = Depends(get_runtime), principal: Principal = Depends(current_principal)
+) -> Response:
     with runtime.store.session() as session:
         servers.delete_server(session, server_id, actor=principal.actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/{server_id}/validate", response_model=ServerOut)
-def validate_server(server_id: int, runtime: Runtime = Depends(get_runtime),
-                    principal: Principal = Depends(current_principal)) -> ServerOut:
+def validate_server(
+    server_id: int, runtime: Runtime = Depends(get_runtime), principal: Principal = Depends(current_principal)
+) -> ServerOut:
     """Connect to the engine and record its version, resources and swarm membership."""
     with runtime.store.session() as session:
         return server_out(servers.validate_server(session, runtime, server_id, actor=principal.actor))
@@ -107,7 +121,7 @@ def health_out(session: Session, server: Server, history: int) -> ServerHealthOu
     return ServerHealthOut(
         server_id=server.id,
         server_name=server.name,
-        status=latest.status if latest else "unknown",  # type: ignore[arg-type]
+        status=latest.status if latest else "unknown",
         reasons=latest.reasons if latest else ["not checked yet: POST /api/servers/{id}/health checks now"],
         latest=HealthCheckOut.model_validate(latest) if latest else None,
         history=[HealthCheckOut.model_validate(row) for row in rows],
@@ -115,8 +129,9 @@ def health_out(session: Session, server: Server, history: int) -> ServerHealthOu
 
 
 @router.get("/{server_id}/health", response_model=ServerHealthOut)
-def get_health(server_id: int, history: int = Query(default=0, ge=0, le=1000),
-               runtime: Runtime = Depends(get_runtime)) -> ServerHealthOut:
+def get_health(
+    server_id: int, history: int = Query(default=0, ge=0, le=1000), runtime: Runtime = Depends(get_runtime)
+) -> ServerHealthOut:
     """The newest health check and its status; ``history=N`` adds the N newest checks."""
     with runtime.store.session() as session:
         return health_out(session, servers.get_server(session, server_id), history)

@@ -35,5 +35,7 @@ def get_events(
     runtime: Runtime = Depends(get_runtime),
 ) -> list[EventOut]:
     with runtime.store.session() as session:
-        events = list_events(session, target_type=target_type, target_id=target_id, action=action, limit=limit)
+        events = list_events(
+            session, target_type=target_type, target_id=target_id, action=action, limit=limit
+        )
         return [EventOut.model_validate(event) for event in events]
