@@ -29,6 +29,7 @@ from hostcraft.lab.network import (
     ensure_netns,
     ensure_node_link,
     link_exists,
+    links,
     netns_names,
     routed_networks,
     set_link_state,
@@ -84,7 +85,6 @@ def lab_up(
     free ``10.77.<k>.0/24``.
     """
     report = progress or _ignore_progress
-    require_lab_host()
     validate_lab_name(name)
     if managers < 1 or workers < 0:
         raise LabError(
@@ -92,6 +92,8 @@ def lab_up(
             "a lab needs at least 1 manager and 0 or more workers",
             details={"managers": managers, "workers": workers},
         )
+    network = None if subnet is None else parse_subnet(subnet, node_count=managers + workers)
+    require_lab_host()
     with _lab_lock(name):
         lab = _existing_lab(name)
         if lab is not None and not any(engine_running(lab, node) for node in lab.nodes):
@@ -102,10 +104,10 @@ def lab_up(
             if find_leftovers(name, include_lock=False):
                 report(f"removing leftovers of lab {name}")
                 remove_lab(name, None)
-            lab = _allocate_lab(name, managers=managers, workers=workers, subnet=subnet)
+            lab = _allocate_lab(name, managers=managers, workers=workers, network=network)
             report(f"creating lab {name} on {lab.subnet}")
         else:
-            _check_shape(lab, managers=managers, workers=workers, subnet=subnet)
+            _check_shape(lab, managers=managers, workers=workers, network=network)
         _bring_up(lab, swarm=swarm, report=report)
     report(f"lab {name} is up")
     return lab
@@ -116,7 +118,7 @@ def lab_down(name: str, *, progress: Progress | None = None) -> None:
     report = progress or _ignore_progress
     require_lab_host(programs={"ip": "iproute2", "iptables": "iptables", "umount": "mount"})
     validate_lab_name(name)
-    with _lab_lock(name, remove_on_success=True):
+    with _lab_lock(name):
         lab = _existing_lab(name)
         report(f"removing lab {name}")
         remove_lab(name, lab)
@@ -220,19 +222,25 @@ def _bring_up(lab: Lab, *, swarm: bool, report: Progress) -> None:
         form_swarm(lab, report)
 
 
-def _allocate_lab(name: str, *, managers: int, workers: int, subnet: str | None) -> Lab:
+def _allocate_lab(name: str, *, managers: int, workers: int, network: ipaddress.IPv4Network | None) -> Lab:
     """Pick a free index and subnet for a new lab and record it in its state file."""
-    node_count = managers + workers
     with _exclusive_lock(str(RUN_ROOT / ".allocation.lock")):
         others = [_existing_lab(other) for other in recorded_lab_names() if other != name]
         other_labs = [lab for lab in others if lab is not None]
         used_indexes = {lab.index for lab in other_labs}
+        used_indexes.update(_indexes_with_bridge())
         taken = [ipaddress.IPv4Network(lab.subnet) for lab in other_labs] + routed_networks()
-        if subnet is None:
-            index, network = _free_default_subnet(used_indexes, taken, name)
+        if network is None:
+            index, network = pick_default_subnet(used_indexes, taken, lab_name=name)
         else:
-            network = _validate_subnet(subnet, node_count, taken)
-            index = _free_index(used_indexes, preferred=_default_index_of(network), lab_name=name)
+            conflicts = sorted({str(other) for other in taken if network.overlaps(other)})
+            if conflicts:
+                raise LabError(
+                    f"subnet {network} overlaps {', '.join(conflicts)}, used by another lab "
+                    "or a route of this machine; pick another subnet",
+                    details={"subnet": str(network), "conflicts": conflicts},
+                )
+            index = pick_index(used_indexes, preferred=_default_index_of(network), lab_name=name)
         lab = _make_lab(name, index, network, managers=managers, workers=workers)
         save_state(lab)
     return lab
@@ -263,12 +271,16 @@ def _make_lab(name: str, index: int, network: ipaddress.IPv4Network, *, managers
     )
 
 
-def _free_default_subnet(
-    used_indexes: set[int], taken: list[ipaddress.IPv4Network], lab_name: str
+def pick_default_subnet(
+    used_indexes: set[int], taken: list[ipaddress.IPv4Network], *, lab_name: str
 ) -> tuple[int, ipaddress.IPv4Network]:
+    """Return the first free index k and its subnet 10.77.k.0/24.
+
+    k is free when no other lab uses it and 10.77.k.0/24 overlaps none of ``taken``.
+    """
     for index in range(1, MAX_LAB_INDEX + 1):
         network = ipaddress.IPv4Network(f"{DEFAULT_SUBNET_PREFIX}.{index}.0/24")
-        if _index_free(index, used_indexes) and not _overlaps(network, taken):
+        if index not in used_indexes and not any(network.overlaps(other) for other in taken):
             return index, network
     raise LabError(
         f"no free subnet for lab {lab_name}: {DEFAULT_SUBNET_PREFIX}.1.0/24 to "
@@ -278,9 +290,12 @@ def _free_default_subnet(
     )
 
 
-def _validate_subnet(
-    subnet: str, node_count: int, taken: list[ipaddress.IPv4Network]
-) -> ipaddress.IPv4Network:
+def parse_subnet(subnet: str, *, node_count: int) -> ipaddress.IPv4Network:
+    """Return ``subnet`` as a network if a lab of ``node_count`` nodes fits in it.
+
+    Raise LabError for a malformed or non-private network, or one too small to hold the
+    bridge and the node addresses from .11 on.
+    """
     try:
         network = ipaddress.IPv4Network(subnet)
     except ValueError as exc:
@@ -301,21 +316,15 @@ def _validate_subnet(
             f".{FIRST_NODE_OFFSET + 1} to {last_node}",
             details={"subnet": subnet},
         )
-    conflicts = [str(other) for other in taken if network.overlaps(other)]
-    if conflicts:
-        raise LabError(
-            f"subnet {subnet} overlaps {', '.join(conflicts)}, used by another lab or a route "
-            "of this machine; pick another subnet",
-            details={"subnet": subnet, "conflicts": conflicts},
-        )
     return network
 
 
-def _free_index(used_indexes: set[int], *, preferred: int | None, lab_name: str) -> int:
-    if preferred is not None and _index_free(preferred, used_indexes):
+def pick_index(used_indexes: set[int], *, preferred: int | None, lab_name: str) -> int:
+    """Return ``preferred`` if it is free, else the lowest free lab index."""
+    if preferred is not None and preferred not in used_indexes:
         return preferred
     for index in range(1, MAX_LAB_INDEX + 1):
-        if _index_free(index, used_indexes):
+        if index not in used_indexes:
             return index
     raise LabError(
         f"no free lab index for lab {lab_name}: {MAX_LAB_INDEX} labs exist; remove one",
@@ -323,9 +332,10 @@ def _free_index(used_indexes: set[int], *, preferred: int | None, lab_name: str)
     )
 
 
-def _index_free(index: int, used_indexes: set[int]) -> bool:
-    # A bridge without a lab (left by a foreign run) also blocks its index.
-    return index not in used_indexes and not link_exists(bridge_name(index))
+def _indexes_with_bridge() -> set[int]:
+    # A bridge without a state file (a foreign or interrupted run) also blocks its index.
+    names = {link["ifname"] for link in links()}
+    return {index for index in range(1, MAX_LAB_INDEX + 1) if bridge_name(index) in names}
 
 
 def _default_index_of(network: ipaddress.IPv4Network) -> int | None:
@@ -338,30 +348,19 @@ def _default_index_of(network: ipaddress.IPv4Network) -> int | None:
     return None
 
 
-def _overlaps(network: ipaddress.IPv4Network, taken: list[ipaddress.IPv4Network]) -> bool:
-    return any(network.overlaps(other) for other in taken)
-
-
-def _check_shape(lab: Lab, *, managers: int, workers: int, subnet: str | None) -> None:
+def _check_shape(lab: Lab, *, managers: int, workers: int, network: ipaddress.IPv4Network | None) -> None:
     running = (len(lab.managers), len(lab.workers))
-    same_subnet = subnet is None or _same_network(subnet, lab.subnet)
+    same_subnet = network is None or network == ipaddress.IPv4Network(lab.subnet)
     if running == (managers, workers) and same_subnet:
         return
     requested = f"{managers} managers and {workers} workers"
-    if subnet is not None:
-        requested += f" on {subnet}"
+    if network is not None:
+        requested += f" on {network}"
     raise LabError(
         f"lab {lab.name} already runs with {running[0]} managers and {running[1]} workers "
         f"on {lab.subnet}; remove it with `lab down {lab.name}` to create it with {requested}",
         details={"lab": lab.name},
     )
-
-
-def _same_network(first: str, second: str) -> bool:
-    try:
-        return ipaddress.IPv4Network(first, strict=False) == ipaddress.IPv4Network(second)
-    except ValueError:
-        return False
 
 
 def _existing_lab(name: str) -> Lab | None:
@@ -380,13 +379,15 @@ def _node(lab: Lab, node: str | LabNode) -> LabNode:
 
 
 @contextmanager
-def _lab_lock(name: str, *, remove_on_success: bool = False) -> Iterator[None]:
-    """Hold the lab's lock file; with ``remove_on_success``, delete it on a clean exit."""
+def _lab_lock(name: str) -> Iterator[None]:
+    """Hold the lab's lock file, and delete it on exit when the lab no longer exists."""
     path = lock_path(name)
     with _exclusive_lock(str(path)):
-        yield
-        if remove_on_success:
-            path.unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            if not lab_run_dir(name).exists():
+                path.unlink(missing_ok=True)
 
 
 @contextmanager

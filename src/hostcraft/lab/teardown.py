@@ -73,17 +73,14 @@ def lab_mounts(name: str) -> list[str]:
     return sorted(set(mounts), key=lambda point: point.count("/"), reverse=True)
 
 
-def lab_cgroups(name: str) -> list[Path]:
-    """Return the lab's cgroup directories in every hierarchy, deepest first."""
-    found: list[Path] = []
+def lab_cgroup_roots(name: str) -> list[Path]:
+    """Return the lab's top cgroup directory in every cgroup hierarchy where it exists."""
+    roots = []
     for point, fstype in _mount_table():
-        if fstype not in ("cgroup", "cgroup2"):
-            continue
         root = Path(point) / CGROUP_PARENT / name
-        if root.is_dir():
-            for directory, _, _ in os.walk(root, topdown=False):
-                found.append(Path(directory))
-    return found
+        if fstype in ("cgroup", "cgroup2") and root.is_dir():
+            roots.append(root)
+    return roots
 
 
 def lab_shim_sockets(name: str) -> list[Path]:
@@ -101,7 +98,7 @@ def leftovers(name: str, lab: Lab | None = None, *, include_lock: bool = True) -
     found += [f"link {link}" for link in lab_links(name, lab)]
     found += [f"iptables rule {' '.join(rule)}" for rule in forward_rules(iptables_comment(name))]
     found += [f"mount {point}" for point in lab_mounts(name)]
-    found += [f"cgroup {directory}" for directory in lab_cgroups(name)]
+    found += [f"cgroup {directory}" for directory in lab_cgroup_roots(name)]
     found += [f"shim socket {path}" for path in lab_shim_sockets(name)]
     paths = [lab_run_dir(name), lab_data_dir(name)]
     if include_lock:
@@ -155,14 +152,17 @@ def _unmount_all(name: str) -> None:
 
 
 def _remove_cgroups(name: str) -> None:
-    for directory in lab_cgroups(name):
-        try:
-            directory.rmdir()
-        except OSError as exc:
-            logger.warning(
-                "failed to remove cgroup",
-                extra={"lab": name, "cgroup": str(directory), "error": str(exc)},
-            )
+    # A cgroup directory can be removed once it has no processes and no child cgroups, so
+    # go deepest first. Its control files do not count as content.
+    for root in lab_cgroup_roots(name):
+        for directory, _, _ in os.walk(root, topdown=False):
+            try:
+                os.rmdir(directory)
+            except OSError as exc:
+                logger.warning(
+                    "failed to remove cgroup",
+                    extra={"lab": name, "cgroup": directory, "error": str(exc)},
+                )
     # The shared parent goes once the last lab is gone; another lab keeps it busy.
     for point, fstype in _mount_table():
         if fstype in ("cgroup", "cgroup2"):

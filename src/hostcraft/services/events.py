@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hostcraft.store.models import Event
+
+if TYPE_CHECKING:
+    from hostcraft.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -66,3 +69,30 @@ def list_events(
     if action:
         query = query.where(Event.action == action)
     return list(session.scalars(query))
+
+
+def audit(
+    runtime: Runtime,
+    *,
+    actor: str,
+    action: str,
+    target_type: str,
+    target_id: int | str | None,
+    target_name: str | None = None,
+    outcome: Outcome,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Record an event in its own transaction, so it survives the rollback of a failed action."""
+    with runtime.store.session() as session:
+        record_event(
+            session,
+            actor=actor,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            target_name=target_name,
+            outcome=outcome,
+            reason=reason,
+            details=details,
+        )

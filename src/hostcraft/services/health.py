@@ -13,7 +13,7 @@ from hostcraft.docker.facts import measure_on_node, read_engine_facts, read_swar
 from hostcraft.domain.health import HealthSample, classify
 from hostcraft.errors import HostCraftError
 from hostcraft.runtime import Runtime
-from hostcraft.services.servers import engine_client
+from hostcraft.services.servers import apply_facts, engine_client
 from hostcraft.store.models import Server, ServerHealthCheck
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ def measure_server(server: Server, runtime: Runtime) -> HealthSample:
             sample.latency_ms = (time.perf_counter() - started) * 1000
             sample.reachable = True
             facts = read_engine_facts(client)
+            sample.facts = facts
             view = read_swarm_view(client, facts)
             sample.swarm = view.as_dict()
             peers = [peer["address"] for peer in view.peers]
@@ -58,6 +59,9 @@ def _describe(exc: Exception) -> str:
 
 def check_server(session: Session, runtime: Runtime, server: Server) -> ServerHealthCheck:
     sample = measure_server(server, runtime)
+    if sample.facts is not None:
+        # Keep the recorded membership current: roles and node ids change as the cluster changes.
+        apply_facts(server, sample.facts)
     status, reasons = classify(sample)
     row = ServerHealthCheck(
         server_id=server.id,

@@ -69,7 +69,7 @@ def engine_client(
         yield client
 
 
-def _apply_facts(server: Server, facts: EngineFacts) -> None:
+def apply_facts(server: Server, facts: EngineFacts) -> None:
     server.engine_version = facts.engine_version
     server.api_version = facts.api_version
     server.os = facts.os
@@ -146,7 +146,7 @@ def create_server(session: Session, runtime: Runtime, data: ServerInput, *, acto
     )
     _store_credentials(server, data, runtime)
     if facts is not None:
-        _apply_facts(server, facts)
+        apply_facts(server, facts)
     session.add(server)
     session.flush()
     record_event(
@@ -218,7 +218,7 @@ def update_server(
     if connection_changed:
         check_credentials(parse_endpoint(server.endpoint), credentials_for(server, runtime))
         if not data.skip_validation:
-            _apply_facts(server, _probe(server.endpoint, credentials_for(server, runtime), runtime))
+            apply_facts(server, _probe(server.endpoint, credentials_for(server, runtime), runtime))
     session.flush()
     record_event(
         session,
@@ -265,7 +265,7 @@ def validate_server(session: Session, runtime: Runtime, server_id: int, *, actor
         )
         session.commit()
         raise
-    _apply_facts(server, facts)
+    apply_facts(server, facts)
     record_event(
         session,
         actor=actor,

@@ -72,6 +72,8 @@ class Region(Base):
     code: Mapped[str] = mapped_column(String(32), unique=True)
     is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
     priority: Mapped[int] = mapped_column(Integer)
+    # The manager count the operator asked for at swarm init; the cluster report compares with it.
+    target_managers: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
