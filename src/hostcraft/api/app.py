@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from hostcraft import __version__
 from hostcraft.api.errors import install_error_handlers
-from hostcraft.api.routes import regions, servers, system, tokens
+from hostcraft.api.routes import cluster, regions, servers, system, tokens
 from hostcraft.engine.loops import Engine
 from hostcraft.runtime import Runtime
 
@@ -46,4 +46,5 @@ def create_app(runtime: Runtime, *, run_engine: bool | None = None) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(regions.router)
     app.include_router(servers.router)
+    app.include_router(cluster.router)
     return app

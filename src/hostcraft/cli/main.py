@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from hostcraft import __version__
-from hostcraft.cli import regions, servers, tokens
+from hostcraft.cli import regions, servers, swarm, tokens
 from hostcraft.cli.client import ApiClient, CliError, config_path, write_config
 from hostcraft.cli.output import OutputFormat, OutputOption, emit, error_console, print_table
 
@@ -20,6 +20,8 @@ app = typer.Typer(
 app.add_typer(regions.app, name="region")
 app.add_typer(servers.app, name="server")
 app.add_typer(tokens.app, name="token")
+app.add_typer(swarm.app, name="swarm")
+app.add_typer(swarm.cluster_app, name="cluster")
 
 LOCAL_ENGINE = "unix:///var/run/docker.sock"
 

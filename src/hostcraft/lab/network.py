@@ -62,8 +62,10 @@ def set_link_state(name: str, *, up: bool) -> None:
 
 
 def delete_link(name: str) -> None:
-    if link_exists(name):
-        run_command(["ip", "link", "delete", "dev", name])
+    """Delete the link if it exists; a link that vanishes meanwhile counts as deleted."""
+    completed = run_command(["ip", "link", "delete", "dev", name], check=False)
+    if completed.returncode != 0 and link_exists(name):
+        raise LabError(f"failed to delete link {name}: {completed.stderr.strip()}", details={"link": name})
 
 
 def ensure_bridge(name: str, address: str, prefix_length: int, *, alias: str) -> None:

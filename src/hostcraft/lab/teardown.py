@@ -121,12 +121,12 @@ def remove_lab(name: str, lab: Lab | None) -> None:
     for socket in lab_shim_sockets(name):
         socket.unlink(missing_ok=True)
     _unmount_all(name)
-    for netns in lab_netns(name):
-        delete_netns(netns)
-    # Deleting a namespace destroys the veth ends inside it and so the pairs; what remains
-    # is the bridge and any veth whose namespace side was never moved.
+    # Links go before namespaces: deleting a veth removes its peer at once, while the
+    # kernel destroys a deleted namespace, and the veth ends inside it, asynchronously.
     for link in lab_links(name, lab):
         delete_link(link)
+    for netns in lab_netns(name):
+        delete_netns(netns)
     delete_forward_rules(iptables_comment(name))
     _remove_cgroups(name)
     for directory in (lab_run_dir(name), lab_data_dir(name)):
