@@ -177,6 +177,16 @@ class _PinnedHostKeySSHAdapter(SSHHTTPAdapter):  # type: ignore[misc]
         self._connect_timeout = timeout
         super().__init__(base_url, timeout=int(max(timeout, 1)))
 
+    def _connect(self) -> None:
+        # A refused host key or login leaves paramiko's transport thread and socket open
+        # unless the client is closed here.
+        try:
+            super()._connect()
+        except BaseException:
+            if self.ssh_client is not None:
+                self.ssh_client.close()
+            raise
+
     def _create_paramiko_client(self, base_url: str) -> None:
         parsed = urllib.parse.urlparse(base_url)
         port = parsed.port or 22
@@ -198,7 +208,20 @@ class _PinnedHostKeySSHAdapter(SSHHTTPAdapter):  # type: ignore[misc]
         }
 
 
-def _raise_connect_error(endpoint: Endpoint, exc: Exception) -> None:
+def _root_cause(exc: BaseException) -> BaseException:
+    """Find the SSH or TLS error inside the SDK's wrappers (DockerException, ConnectionError)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, paramiko.SSHException | ssl.SSLError | requests.exceptions.SSLError):
+            return current
+        current = current.__cause__ or current.__context__
+    return exc
+
+
+def _raise_connect_error(endpoint: Endpoint, error: Exception) -> None:
+    exc = _root_cause(error)
     if isinstance(exc, paramiko.BadHostKeyException):
         raise ValidationError(
             f"host key mismatch for {endpoint.host}:{endpoint.port}: the server presented "
@@ -216,9 +239,9 @@ def _raise_connect_error(endpoint: Endpoint, exc: Exception) -> None:
             f"TLS handshake with {endpoint.url} failed: {exc}. Check tlsCa against the engine's "
             "certificate and that tlsCert/tlsKey are signed by the CA the engine trusts",
             field="tlsCa",
-        ) from exc
+        ) from error
     raise EngineUnavailable(
-        f"engine at {endpoint.url} is unreachable: {exc}",
+        f"engine at {endpoint.url} is unreachable: {error}",
         details={"endpoint": endpoint.url},
     ) from exc
 
@@ -300,12 +323,16 @@ def _tls_client(
     tls = docker.tls.TLSConfig(
         client_cert=(paths["cert.pem"], paths["key.pem"]), ca_cert=paths["ca.pem"], verify=True
     )
-    return docker.DockerClient(
+    client = docker.DockerClient(
         base_url=f"https://{endpoint.host}:{endpoint.port}",
         tls=tls,
         version=MIN_API_VERSION,
         timeout=int(timeout),
     )
+    # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace the pinned CA, and proxy variables
+    # redirect engine traffic; neither may apply to an engine connection.
+    client.api.trust_env = False
+    return client
 
 
 def _ssh_client(endpoint: Endpoint, credentials: Credentials, timeout: float) -> docker.DockerClient:

@@ -48,7 +48,7 @@ _SET_HOSTNAME_AND_EXEC = 'hostname "$0" && exec "$@"'
 
 
 def engine_marker(lab: Lab, node: LabNode) -> str:
-    """Path prefix present in the command line of every daemon of the node."""
+    """Return the path prefix that every daemon of the node has in its command line."""
     return f"{node_run_dir(lab.name, node.name)}/"
 
 
@@ -95,7 +95,7 @@ def start_engine(lab: Lab, node: LabNode) -> int | None:
 def wait_engine_ready(
     lab: Lab, node: LabNode, *, pid: int | None = None, timeout: float = READY_TIMEOUT
 ) -> None:
-    """Wait until the node's engine answers ``GET /_ping``, raising LabError on timeout.
+    """Wait until the node's engine responds to ``GET /_ping``, raising LabError on timeout.
 
     ``pid`` is the dockerd that ``start_engine`` returned; if it exits, the wait ends at once.
     """
@@ -110,7 +110,7 @@ def wait_engine_ready(
             )
         if time.monotonic() > deadline:
             raise LabError(
-                f"engine of node {node.name} did not answer /_ping within {timeout:.0f} s; "
+                f"engine of node {node.name} did not respond to GET /_ping within {timeout:.0f} s; "
                 f"last lines of {log_path}:\n{_tail(log_path)}",
                 details={"lab": lab.name, "node": node.name},
             )
@@ -215,8 +215,9 @@ def _write_daemon_config(lab: Lab, node: LabNode) -> None:
 
 
 def _remove_stale_pidfiles(lab: Lab, node: LabNode) -> None:
-    # dockerd refuses to start while its pid file names an existing /proc entry, and its
-    # supervisor reuses a containerd whose pid answers kill(0); a zombie passes both tests.
+    # dockerd refuses to start while its pid file names a pid that has a /proc entry
+    # (moby pkg/pidfile), and a zombie still has one. The pid file of its containerd is
+    # cleared for the same reason.
     run_dir = node_run_dir(lab.name, node.name)
     for path in (_pidfile(lab, node), run_dir / "exec" / "containerd" / "containerd.pid"):
         pid = read_pidfile(path)

@@ -50,7 +50,7 @@ def require_lab_host(*, programs: dict[str, str] | None = None) -> None:
 
 
 def daemon_environment() -> dict[str, str]:
-    """Environment for lab daemons: only PATH.
+    """Return the environment for lab daemons, which contains only PATH.
 
     Proxy variables are left out on purpose, so that no engine or registry in the lab
     sends traffic to a proxy beyond this machine.

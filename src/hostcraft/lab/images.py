@@ -2,8 +2,8 @@
 
 Nothing is pulled from outside: the busybox base is ``FROM scratch`` with Debian's static
 ``/bin/busybox``, and the web app is built on that base. Every image carries the label
-``org.hostcraft.lab.assets``, a digest of what it was built from, so a rebuild happens only
-when the registry lacks an image or holds one built from other assets.
+``org.hostcraft.lab.assets``, a digest of what it was built from, so an image is rebuilt only
+when the registry lacks it or contains one built from other assets.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def build_images(lab: Lab, *, progress: Callable[[str], None] | None = None) -> 
     client = node_client(node, timeout=600)
     try:
         labels = {ASSETS_LABEL: digest}
-        # The web app builds FROM the base, so the base is built first whenever anything is
-        # missing; when it is unchanged this is a cache hit on the node.
+        # The web app is built FROM the base, so the base is built whenever anything is
+        # missing. An unchanged base is a cache hit on the node.
         report(f"building {references['busybox']} on {node.name}")
         _build(client, _busybox_context(), references["busybox"], labels, {})
         if "busybox" in missing:

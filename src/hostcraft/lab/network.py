@@ -106,8 +106,8 @@ def ensure_node_link(
 ) -> None:
     """Connect the namespace to the bridge through a veth pair and give its ``eth0`` an address.
 
-    A half-built pair from an interrupted run is replaced, because the namespace side cannot
-    be told apart from a foreign link once it is lost.
+    A half-built pair from an interrupted run is deleted and created again, because a veth
+    whose namespace side is missing cannot be repaired.
     """
     if not link_exists(veth) or not _netns_has_link(netns, "eth0"):
         delete_link(veth)

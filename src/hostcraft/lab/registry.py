@@ -48,7 +48,7 @@ def start_registry(lab: Lab) -> None:
 
 
 def registry_client(lab: Lab, *, timeout: float = 10.0) -> httpx.Client:
-    """HTTP client for the lab registry; environment proxies are ignored on purpose."""
+    """Return an HTTP client for the lab registry that ignores proxy variables on purpose."""
     return httpx.Client(base_url=f"http://{lab.registry}", timeout=timeout, trust_env=False)
 
 

@@ -10,6 +10,7 @@ so a lab whose state file is lost can still be found and removed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ LAB_NAME_PATTERN = re.compile(r"[a-z][a-z0-9]{0,7}")
 NETNS_PREFIX = "hclab-"
 LINK_ALIAS_PREFIX = "hostcraft-lab:"
 IPTABLES_COMMENT_PREFIX = "hostcraft-lab-"
+
+logger = logging.getLogger(__name__)
 
 Role = Literal["manager", "worker"]
 
@@ -135,7 +138,7 @@ def lock_path(name: str) -> Path:
 
 
 def node_run_dir(lab_name: str, node_name: str) -> Path:
-    """Directory of a node's socket, pid file, exec root, daemon config and log."""
+    """Return the directory of a node's socket, pid file, exec root, daemon config and log."""
     return lab_run_dir(lab_name) / node_name
 
 
@@ -164,12 +167,12 @@ def bridge_name(index: int) -> str:
 
 
 def veth_name(index: int, position: int) -> str:
-    """Name of the bridge-side veth of the node at ``position`` (1-based)."""
+    """Return the name of the bridge-side veth of the node at ``position`` (1-based)."""
     return f"hcl{index}v{position}"
 
 
 def veth_peer_name(index: int, position: int) -> str:
-    """Temporary name of the namespace side before it is renamed to ``eth0``."""
+    """Return the temporary name of the namespace side, used until it is renamed ``eth0``."""
     return f"hcl{index}p{position}"
 
 
@@ -200,6 +203,17 @@ def recorded_lab_names() -> list[str]:
         if LAB_NAME_PATTERN.fullmatch(entry.name) and (entry / "state.json").is_file()
     ]
     return sorted(names)
+
+
+def existing_lab(name: str) -> Lab | None:
+    """Return the lab from its state file, or None if it has none or an unreadable one."""
+    if not (lab_run_dir(name) / "state.json").is_file():
+        return None
+    try:
+        return Lab.load(name)
+    except LabError as exc:
+        logger.warning("ignoring unreadable lab state", extra={"lab": name, "error": str(exc)})
+        return None
 
 
 def _lab_from_state(raw: Any, path: Path) -> Lab:

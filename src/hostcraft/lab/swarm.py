@@ -30,7 +30,7 @@ Progress = Callable[[str], None]
 
 
 def node_client(node: LabNode, *, timeout: int = 60) -> docker.DockerClient:
-    """Docker SDK client for the node's engine socket."""
+    """Return a Docker SDK client for the node's engine socket."""
     try:
         return docker.DockerClient(base_url=node.endpoint, timeout=timeout)
     except (DockerException, RequestException) as exc:
@@ -41,24 +41,35 @@ def node_client(node: LabNode, *, timeout: int = 60) -> docker.DockerClient:
 
 
 def form_swarm(lab: Lab, progress: Progress) -> None:
-    """Initialize the swarm on the first manager if needed and join every node not in it."""
-    first = lab.managers[0]
-    join_tokens = _init_swarm(first, progress)
-    remote = f"{first.address}:{SWARM_PORT}"
-    for node in lab.managers[1:]:
-        _join(node, remote, join_tokens["Manager"], progress)
-    for node in lab.workers:
-        _join(node, remote, join_tokens["Worker"], progress)
-    wait_swarm_ready(lab)
+    """Join every lab node that is not in the swarm, initializing the swarm if none exists.
+
+    A running swarm is reached through any lab node that is a manager of it, so a lab whose
+    first manager was demoted or crashed still converges.
+    """
+    manager = _find_manager(lab)
+    if manager is None:
+        manager = lab.managers[0]
+        _init_swarm(manager, progress)
+    join_tokens = _join_tokens(manager)
+    remote = f"{manager.address}:{SWARM_PORT}"
+    for node in [*lab.managers, *lab.workers]:
+        if node != manager:
+            token = join_tokens["Manager" if node.role == "manager" else "Worker"]
+            _join(node, remote, token, progress)
+    wait_swarm_ready(lab, manager=manager)
 
 
-def wait_swarm_ready(lab: Lab, *, timeout: float = READY_TIMEOUT) -> None:
-    """Wait until every lab node is ``ready`` and every manager ``reachable``."""
+def wait_swarm_ready(lab: Lab, *, manager: LabNode | None = None, timeout: float = READY_TIMEOUT) -> None:
+    """Wait until every lab node is ``ready`` and every manager ``reachable``.
+
+    The swarm is observed through ``manager``, by default the lab's first manager.
+    """
+    observer = manager or lab.managers[0]
     deadline = time.monotonic() + timeout
     pending: list[str] = [node.name for node in lab.nodes]
     while time.monotonic() < deadline:
         try:
-            pending = _nodes_not_ready(lab)
+            pending = _nodes_not_ready(lab, observer)
         except (DockerException, RequestException) as exc:
             logger.info("swarm not ready yet", extra={"lab": lab.name, "error": str(exc)})
         if not pending:
@@ -70,27 +81,51 @@ def wait_swarm_ready(lab: Lab, *, timeout: float = READY_TIMEOUT) -> None:
     )
 
 
-def _init_swarm(node: LabNode, progress: Progress) -> dict[str, str]:
+def _find_manager(lab: Lab) -> LabNode | None:
+    """Return a lab node that is a manager of a swarm, or None if there is none."""
+    for node in lab.nodes:
+        client = node_client(node)
+        try:
+            info: dict[str, Any] = client.info()
+        finally:
+            client.close()
+        if info.get("Swarm", {}).get("ControlAvailable"):
+            return node
+    return None
+
+
+def _init_swarm(node: LabNode, progress: Progress) -> None:
     client = node_client(node)
     try:
-        state = _local_node_state(client)
-        if state in ("pending", "error"):
+        # State "pending" or "error" means a failed join. State "active" here means a
+        # worker of a swarm whose managers are gone. Both are reset before the new swarm.
+        if _local_node_state(client) != "inactive":
             client.swarm.leave(force=True)
-            state = "inactive"
-        if state == "inactive":
-            progress(f"initializing the swarm on {node.name}")
-            client.swarm.init(
-                advertise_addr=node.address,
-                listen_addr=f"{node.address}:{SWARM_PORT}",
-                dispatcher_heartbeat_period=DISPATCHER_HEARTBEAT_NS,
-            )
+        progress(f"initializing the swarm on {node.name}")
+        client.swarm.init(
+            advertise_addr=node.address,
+            listen_addr=f"{node.address}:{SWARM_PORT}",
+            dispatcher_heartbeat_period=DISPATCHER_HEARTBEAT_NS,
+        )
+    except APIError as exc:
+        raise LabError(
+            f"failed to initialize the swarm on {node.name}: {exc.explanation or exc}",
+            details={"node": node.name},
+        ) from exc
+    finally:
+        client.close()
+
+
+def _join_tokens(manager: LabNode) -> dict[str, str]:
+    client = node_client(manager)
+    try:
         client.swarm.reload()
         tokens: dict[str, str] = client.swarm.attrs["JoinTokens"]
         return tokens
     except APIError as exc:
         raise LabError(
-            f"failed to initialize the swarm on {node.name}: {exc.explanation or exc}",
-            details={"node": node.name},
+            f"failed to read the join tokens from {manager.name}: {exc.explanation or exc}",
+            details={"node": manager.name},
         ) from exc
     finally:
         client.close()
@@ -104,7 +139,7 @@ def _join(node: LabNode, remote: str, token: str, progress: Progress) -> None:
             return
         progress(f"joining {node.name} to the swarm as {node.role}")
         # A join that timed out keeps trying in the background and can leave the node in
-        # state "error" or "pending"; leaving with force resets it for a clean attempt.
+        # state "error" or "pending". Leaving with force resets it for a clean attempt.
         for attempt in (1, 2):
             if state != "inactive":
                 client.swarm.leave(force=True)
@@ -136,8 +171,8 @@ def _local_node_state(client: docker.DockerClient) -> str:
     return str(info.get("Swarm", {}).get("LocalNodeState", "inactive"))
 
 
-def _nodes_not_ready(lab: Lab) -> list[str]:
-    client = node_client(lab.managers[0], timeout=10)
+def _nodes_not_ready(lab: Lab, manager: LabNode) -> list[str]:
+    client = node_client(manager, timeout=10)
     try:
         swarm_nodes = client.nodes.list()
     finally:

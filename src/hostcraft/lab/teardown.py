@@ -43,7 +43,7 @@ CGROUP_PARENT = "hostcraft-lab"
 
 
 def lab_markers(name: str) -> list[str]:
-    """Path prefixes present in the command line of every daemon of the lab."""
+    """Return the path prefixes that every daemon of the lab has in its command line."""
     return [f"{lab_run_dir(name)}/", f"{lab_data_dir(name)}/"]
 
 
@@ -163,7 +163,8 @@ def _remove_cgroups(name: str) -> None:
                     "failed to remove cgroup",
                     extra={"lab": name, "cgroup": directory, "error": str(exc)},
                 )
-    # The shared parent goes once the last lab is gone; another lab keeps it busy.
+    # The shared parent is removed with the last lab, because rmdir fails while another
+    # lab's cgroups are in it.
     for point, fstype in _mount_table():
         if fstype in ("cgroup", "cgroup2"):
             with contextlib.suppress(OSError):

