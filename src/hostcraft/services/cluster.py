@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import docker
+import requests
 from sqlalchemy.orm import Session
 
 from hostcraft.docker import swarm as swarm_api
@@ -195,15 +196,24 @@ def _report_without_quorum(
         }
         try:
             with engine_client(server, runtime, timeout=5.0) as client:
-                swarm = client.info().get("Swarm") or {}
-            row["state"] = "ready" if swarm.get("LocalNodeState") == "active" else swarm.get("LocalNodeState")
-            row["role"] = "manager" if swarm.get("ControlAvailable") else (row["role"] or "worker")
-            row["reachability"] = "reachable" if row["role"] == "manager" else None
-            manager_total = max(manager_total, int(swarm.get("Managers") or 0))
-            cluster_id = cluster_id or (swarm.get("Cluster") or {}).get("ID")
+                client.ping()  # answers even while the swarm part of the engine hangs
+                swarm = _swarm_info_or_none(client)
         except (HostCraftError, OSError, docker.errors.DockerException) as exc:
             row["state"] = "down"
             errors.append(f"{server.name}: {getattr(exc, 'message', None) or exc}")
+        else:
+            if swarm is None:
+                # The engine answers but its swarm state does not: a manager waiting for a leader.
+                row["state"] = "unknown"
+                row["reachability"] = "reachable" if row["role"] == "manager" else None
+                errors.append(f"{server.name}: engine answers, swarm state timed out (no leader)")
+            else:
+                local_state = swarm.get("LocalNodeState")
+                row["state"] = "ready" if local_state == "active" else local_state
+                row["role"] = "manager" if swarm.get("ControlAvailable") else (row["role"] or "worker")
+                row["reachability"] = "reachable" if row["role"] == "manager" else None
+                manager_total = max(manager_total, int(swarm.get("Managers") or 0))
+                cluster_id = cluster_id or (swarm.get("Cluster") or {}).get("ID")
         if row["role"] is None:
             continue
         rows.append(row)
@@ -239,6 +249,14 @@ def _report_without_quorum(
         checked_at=utcnow(),
         errors=errors,
     )
+
+
+def _swarm_info_or_none(client: docker.DockerClient) -> dict[str, Any] | None:
+    try:
+        swarm: dict[str, Any] = client.info().get("Swarm") or {}
+        return swarm
+    except (OSError, docker.errors.DockerException, requests.exceptions.RequestException):
+        return None
 
 
 def _refresh_facts(runtime: Runtime, server_id: int) -> None:
