@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     engine_timeout_seconds: float = Field(default=10.0, gt=0)
     engine_enabled: bool = True
     probe_image: str = "hostcraft/probe:1"
+    local_engine: str = "unix:///var/run/docker.sock"
     health_history_per_server: int = Field(default=2880, ge=10)
 
     def resolved_database_url(self) -> str:

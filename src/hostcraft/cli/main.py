@@ -24,8 +24,6 @@ app.add_typer(swarm.app, name="swarm")
 app.add_typer(swarm.cluster_app, name="cluster")
 app.add_typer(lab.app, name="lab")
 
-LOCAL_ENGINE = "unix:///var/run/docker.sock"
-
 
 @app.command()
 def version() -> None:
@@ -66,7 +64,7 @@ def up(
     port = port or settings.port
     runtime = Runtime.create(settings)
     url = f"http://{host}:{port}"
-    result = bootstrap(runtime, local_engine=LOCAL_ENGINE)
+    result = bootstrap(runtime, local_engine=settings.local_engine)
 
     typer.echo(f"HostCraft {__version__} on {url} (API docs: {url}/api/docs)")
     typer.echo(f"store: {runtime.store.url.split('@')[-1]}; data directory: {settings.data_dir}")
@@ -113,7 +111,7 @@ def run() -> Any:
     try:
         return app()
     except CliError as exc:
-        error_console.print(f"error: {exc.message}", markup=False, highlight=False)
+        error_console.print(f"error: {exc.message}", markup=False, highlight=False, soft_wrap=True)
         raise SystemExit(exc.exit_code) from None
 
 
