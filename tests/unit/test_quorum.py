@@ -145,3 +145,13 @@ def test_advice_names_even_managers_and_shared_failure_domain() -> None:
     advice = assess_cluster(nodes).advice
     assert any(item.startswith("even number of managers (4)") for item in advice)
     assert any("failure domain 'rack-1'" in item for item in advice)
+
+
+def test_unknown_worker_after_leader_change_is_not_called_rescheduled() -> None:
+    nodes = [_node(f"m{i}", "manager", domain=str(i)) for i in range(1, 4)]
+    nodes.append(_node("w1", "worker", state="unknown", reachable=False))
+    advice = assess_cluster(nodes).advice
+    assert advice == [
+        "worker w1 state is unknown: the leader has not heard from it yet "
+        "(normal for a few seconds after a leader change)"
+    ]

@@ -147,7 +147,12 @@ def assess_cluster(nodes: list[NodeState]) -> ClusterAssessment:
         if not node.reachable:
             advice.append(f"manager {node.hostname} is unreachable ({node.state}): restore it or replace it")
     for node in workers:
-        if node.state != "ready":
+        if node.state == "unknown":
+            advice.append(
+                f"worker {node.hostname} state is unknown: the leader has not heard from it yet "
+                "(normal for a few seconds after a leader change)"
+            )
+        elif node.state != "ready":
             advice.append(f"worker {node.hostname} is {node.state}: its tasks are rescheduled elsewhere")
     if total == 1:
         advice.append("single manager: any failure of it makes the cluster read-only; run 3 or 5 managers")
