@@ -10,6 +10,7 @@
     │   └── QuorumError            409  quorum_guard       (the arithmetic is in ``details``)
     ├── EngineUnavailable          503  engine_unavailable  (a Docker engine did not answer)
     │   └── QuorumLost             503  quorum_lost         (cluster writes while Raft has no quorum)
+    ├── OperationTimedOut          504  timeout             (a change did not settle in time)
     └── LabError                   400  lab_error           (the local test lab cannot do this)
 
 Messages say what happened and what to do next; ``details`` carries machine-readable context.
@@ -90,6 +91,13 @@ class QuorumLost(EngineUnavailable):
     """The region's managers have no Raft quorum, so the cluster state is read-only."""
 
     code = "quorum_lost"
+
+
+class OperationTimedOut(HostCraftError):
+    """A change was sent but did not settle within its time limit; the message says what was undone."""
+
+    status_code = 504
+    code = "timeout"
 
 
 class LabError(HostCraftError):

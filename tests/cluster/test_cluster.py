@@ -100,7 +100,7 @@ def test_promote_to_four_then_demote_back_to_three(cluster: Cluster) -> None:
 
     demoted = cluster.api.post(f"/api/servers/{cluster.server_id(w2.name)}/swarm/demote")
     assert demoted.status_code == 200, demoted.text
-    assert "which tolerates 1 failures" in demoted.json()["details"]["guard"]
+    assert "which tolerates 1 failure" in demoted.json()["details"]["guard"]
     wait_for(lambda: cluster.report()["status"] == "healthy", timeout=30, what="three managers again")
     assert _node_row(cluster.report(), w2.name)["role"] == "worker"
 
@@ -263,11 +263,18 @@ def test_leader_crash_elects_new_leader_and_report_keeps_answering(cluster: Clus
     from hostcraft.lab import kill_node, start_node
 
     old_leader = cluster.report()["leader"]["hostname"]
+    seen: list[str] = []
+
+    def report_and_remember() -> dict[str, Any]:
+        current = cluster.report()
+        seen.append(current["status"])
+        return current
+
     kill_node(cluster.lab, old_leader)
     try:
         report = wait_for(
             lambda: (
-                (r := cluster.report())
+                (r := report_and_remember())
                 and r["leader"]
                 and r["leader"]["hostname"] != old_leader
                 and _node_row(r, old_leader)["reachability"] == "unreachable"
@@ -279,6 +286,8 @@ def test_leader_crash_elects_new_leader_and_report_keeps_answering(cluster: Clus
         assert report["via"] != old_leader
         assert report["status"] == "at_risk"
         assert report["managers"]["reachable"] == 2
+        # Two of three managers keep quorum: an election is never reported as lost quorum.
+        assert "quorum_lost" not in seen
     finally:
         start_node(cluster.lab, old_leader)
     wait_for(lambda: cluster.report()["status"] == "healthy", timeout=120, what="the cluster healthy again")
@@ -328,3 +337,68 @@ def test_quorum_loss_blocks_writes_while_service_keeps_serving(cluster: Cluster,
     cleanup = cluster.manager_client()
     cleanup.services.get("web-quorum").remove()
     cleanup.close()
+
+
+@pytest.mark.chaos
+def test_force_new_cluster_recovers_writes_from_a_survivor(cluster: Cluster) -> None:
+    """Two managers are gone for good: re-form the swarm from the survivor, keeping services."""
+    from hostcraft.lab import kill_node, start_node
+
+    client = cluster.manager_client()
+    client.services.create(
+        cluster.lab.images()["webapp:v1"],
+        name="web-survives",
+        constraints=["node.role==worker"],
+        endpoint_spec=EndpointSpec(mode="dnsrr"),
+    )
+    client.close()
+    m1, m2, m3 = cluster.node("m1"), cluster.node("m2"), cluster.node("m3")
+    for victim in (m2, m3):
+        kill_node(cluster.lab, victim.name)
+    try:
+        wait_for(lambda: cluster.report()["status"] == "quorum_lost", timeout=90, what="quorum_lost")
+        reformed = cluster.api.post(
+            f"/api/servers/{cluster.server_id(m1.name)}/swarm/init",
+            {"advertiseAddress": m1.address, "forceNewCluster": True},
+        )
+        assert reformed.status_code == 200, reformed.text
+        report = wait_for(
+            lambda: (r := cluster.report())["managers"]["reachable"] == 1 and r,
+            timeout=60,
+            what="the re-formed single-manager cluster",
+        )
+        assert report["managers"]["total"] == 1
+        assert report["managers"]["quorum"] == 1
+        assert report["status"] == "at_risk"
+        assert report["leader"]["hostname"] == m1.name
+        assert any(
+            f"{m2.name} is set to be a manager but is not a Raft member" in a for a in report["advice"]
+        )
+        survivor = node_client(m1)
+        assert survivor.services.get("web-survives").name == "web-survives"
+        survivor.close()
+    finally:
+        for victim in (m2, m3):
+            start_node(cluster.lab, victim.name)
+
+
+@pytest.mark.chaos
+def test_dead_worker_is_removed_with_force(cluster: Cluster) -> None:
+    from hostcraft.lab import kill_node, start_node
+
+    w2 = cluster.node("w2")
+    server_id = cluster.server_id(w2.name)
+    other = cluster.api.post("/api/regions", {"name": "Other", "code": "other", "priority": 2}).json()
+    moved = cluster.api.put(f"/api/servers/{server_id}", {"regionId": other["id"]})
+    assert moved.status_code == 409
+    assert "leave the swarm before moving it" in moved.json()["error"]["message"]
+    kill_node(cluster.lab, w2.name)
+    try:
+        refused = cluster.api.post(f"/api/servers/{server_id}/swarm/leave")
+        assert refused.status_code == 503
+        assert "pass force=true" in refused.json()["error"]["message"]
+        removed = cluster.api.post(f"/api/servers/{server_id}/swarm/leave", {"force": True})
+        assert removed.status_code == 200, removed.text
+        assert w2.name not in {row["hostname"] for row in cluster.report()["nodes"]}
+    finally:
+        start_node(cluster.lab, w2.name)

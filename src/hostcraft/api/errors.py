@@ -51,11 +51,18 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
-            {"field": _field_path(error.get("loc", ())), "message": error.get("msg", "invalid value")}
+            {
+                "field": "body" if error.get("type") == "json_invalid" else _field_path(error.get("loc", ())),
+                "message": str(error.get("msg", "invalid value")).removeprefix("Value error, "),
+            }
             for error in exc.errors()
         ]
         first = problems[0] if problems else {"field": "", "message": "invalid request"}
-        message = f"invalid {first['field'] or 'request'}: {first['message']}"
+        message = (
+            first["message"]
+            if first["message"].startswith("invalid ")
+            else f"invalid {first['field'] or 'request'}: {first['message']}"
+        )
         if len(problems) > 1:
             message += f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
         return JSONResponse(

@@ -36,11 +36,22 @@ def create(
     if local:
         from hostcraft.config import get_settings
         from hostcraft.runtime import Runtime
+        from hostcraft.services.events import record_event
         from hostcraft.services.tokens import create_token
 
         runtime = Runtime.create(get_settings())
         with runtime.store.session() as session:
             row, token = create_token(session, name=name, role=role)
+            record_event(
+                session,
+                actor="cli:--local",
+                action="token.create",
+                target_type="token",
+                target_id=row.id,
+                target_name=row.name,
+                outcome="succeeded",
+                details={"role": row.role},
+            )
             created = {"id": row.id, "name": row.name, "role": row.role, "token": token}
     else:
         created = ApiClient().post("/api/tokens", {"name": name, "role": role})

@@ -282,6 +282,15 @@ def connect(
         raise  # unreachable: _raise_connect_error always raises
     try:
         yield client
+    except requests.exceptions.RequestException as exc:
+        raise EngineUnavailable(
+            f"engine at {endpoint.url} did not answer: {type(exc).__name__}: {exc}",
+            details={"endpoint": endpoint.url},
+        ) from exc
+    except docker.errors.APIError as exc:
+        from hostcraft.docker.swarm import translate_api_error
+
+        raise translate_api_error(exc, action=f"call the engine at {endpoint.url}") from exc
     finally:
         client.close()
         if workdir:

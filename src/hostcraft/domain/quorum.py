@@ -15,6 +15,10 @@ ManagerChange = Literal["demote", "leave", "remove", "drain"]
 _VERB = {"demote": "demoting", "leave": "removing", "remove": "removing", "drain": "draining"}
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def quorum_size(managers: int) -> int:
     return managers // 2 + 1 if managers > 0 else 0
 
@@ -43,8 +47,8 @@ def check_manager_change(
     remaining_reachable = reachable - (1 if node_reachable else 0)
     new_quorum = quorum_size(remaining)
     arithmetic = (
-        f"{managers} managers, quorum {quorum_size(managers)}: {_VERB[change]} {node} leaves "
-        f"{remaining} manager{'s' if remaining != 1 else ''}"
+        f"{_count(managers, 'manager')}, quorum {quorum_size(managers)}: {_VERB[change]} {node} leaves "
+        f"{_count(remaining, 'manager')}"
     )
     details = {
         "managers": managers,
@@ -74,13 +78,13 @@ def check_manager_change(
         tolerance = details["faultToleranceAfter"]
         return GuardDecision(
             False,
-            f"{arithmetic}, which tolerates {tolerance} failure{'s' if tolerance != 1 else ''} "
-            f"(an even number of managers tolerates no more failures than {remaining - 1}). "
+            f"{arithmetic}, which tolerates {_count(tolerance, 'failure')} "
+            f"(no more than {_count(remaining - 1, 'manager')} would: an even number adds no tolerance). "
             "Promote another node first, or pass force=true",
             details,
         )
     return GuardDecision(
-        True, f"{arithmetic}, which tolerates {details['faultToleranceAfter']} failures", details
+        True, f"{arithmetic}, which tolerates {_count(details['faultToleranceAfter'], 'failure')}", details
     )
 
 
@@ -130,7 +134,7 @@ def assess_cluster(nodes: list[NodeState]) -> ClusterAssessment:
 
     if total and total % 2 == 0:
         advice.append(
-            f"even number of managers ({total}): it tolerates {fault_tolerance(total)} failures, "
+            f"even number of managers ({total}): it tolerates {_count(fault_tolerance(total), 'failure')}, "
             f"no more than {total - 1} would; promote or remove one manager"
         )
     domains = {n.failure_domain for n in managers}

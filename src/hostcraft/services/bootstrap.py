@@ -11,7 +11,7 @@ from hostcraft.errors import HostCraftError
 from hostcraft.runtime import Runtime
 from hostcraft.services.regions import RegionInput, create_regions, list_regions
 from hostcraft.services.servers import ServerInput, create_server
-from hostcraft.services.tokens import create_token, has_admin_token
+from hostcraft.services.tokens import create_token, has_admin_token, list_tokens
 from hostcraft.store.models import Server
 
 DEFAULT_REGION = RegionInput(name="Default", code="default", is_primary=True, priority=1)
@@ -27,7 +27,10 @@ def bootstrap(runtime: Runtime, *, local_engine: str) -> BootstrapResult:
     result = BootstrapResult()
     with runtime.store.session() as session:
         if not has_admin_token(session):
-            _, result.admin_token = create_token(session, name="admin", role="admin")
+            # Revoked tokens keep their names, so a later bootstrap picks a free one.
+            taken = {token.name for token in list_tokens(session)}
+            name = next(n for n in ("admin", *(f"admin-{i}" for i in range(2, 1000))) if n not in taken)
+            _, result.admin_token = create_token(session, name=name, role="admin")
     result.messages.append(register_local_engine(runtime, local_engine))
     return result
 

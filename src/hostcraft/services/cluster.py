@@ -32,6 +32,7 @@ from hostcraft.errors import (
     ConflictError,
     EngineUnavailable,
     HostCraftError,
+    NotFound,
     QuorumError,
     QuorumLost,
     ValidationError,
@@ -83,7 +84,7 @@ class ClusterReport:
             "source": self.source,
             "via": self.via,
             "clusterId": self.cluster_id,
-            "checkedAt": self.checked_at.isoformat(),
+            "checkedAt": self.checked_at.isoformat().replace("+00:00", "Z"),
             "errors": self.errors,
         }
 
@@ -97,10 +98,13 @@ def _node_row(node: dict[str, Any], servers: dict[str, Server]) -> dict[str, Any
     status = node.get("Status") or {}
     manager = node.get("ManagerStatus") or {}
     server = servers.get(node["ID"])
+    # Only nodes with a ManagerStatus are Raft members. After forceNewCluster, the old managers
+    # keep Spec.Role == "manager" without being members, and must not count toward the quorum.
     return {
         "nodeId": node["ID"],
         "hostname": (node.get("Description") or {}).get("Hostname"),
-        "role": spec.get("Role"),
+        "role": "manager" if manager else "worker",
+        "desiredRole": spec.get("Role"),
         "state": status.get("State"),
         "availability": spec.get("Availability"),
         "address": status.get("Addr"),
@@ -131,20 +135,40 @@ def cluster_report(session: Session, runtime: Runtime, region_id: int) -> Cluste
     region = get_region(session, region_id)
     servers = list_servers(session, region_id=region.id)
     errors: list[str] = []
-    try:
-        # Without the quorum requirement: a leader that just lost quorum still lists nodes, and
-        # that list (dead managers marked unreachable) is the most precise report available.
-        with any_manager(session, runtime, region.id, require_quorum=False) as (server, client):
-            rows = [_node_row(node, _server_by_node(servers)) for node in swarm_api.list_nodes(client)]
-            cluster_id = (swarm_api.inspect_swarm(client).get("ID")) or None
-            via: str | None = server.name
-    except (QuorumLost, EngineUnavailable) as exc:
-        errors.append(exc.message)
-        return _report_without_quorum(
-            session, runtime, region.id, region.code, region.target_managers, errors
-        )
+    failed: set[int] = set()
+    listed: tuple[list[dict[str, Any]], str | None, str] | None = None
+    while listed is None:
+        try:
+            # Without the quorum requirement: a leader that just lost quorum still lists nodes, and
+            # that list (dead managers marked unreachable) is the most precise report available.
+            with any_manager(session, runtime, region.id, require_quorum=False, exclude=failed) as (
+                server,
+                client,
+            ):
+                try:
+                    nodes = swarm_api.list_nodes(client)
+                    cluster_id = swarm_api.inspect_swarm(client).get("ID") or None
+                except (EngineUnavailable, requests.exceptions.RequestException) as exc:
+                    # This manager answered info() but not the node list: try the next one.
+                    failed.add(server.id)
+                    errors.append(f"{server.name}: {getattr(exc, 'message', None) or exc}")
+                    continue
+                listed = (nodes, cluster_id, server.name)
+        except (QuorumLost, EngineUnavailable, ConflictError) as exc:
+            errors.append(exc.message)
+            return _report_without_quorum(
+                session, runtime, region.id, region.code, region.target_managers, errors
+            )
+    nodes, cluster_id, via = listed
+    rows = [_node_row(node, _server_by_node(servers)) for node in nodes]
     rows.sort(key=lambda row: (row["role"] != "manager", row["hostname"] or ""))
     assessment = assess_cluster([_node_state(row) for row in rows])
+    for row in rows:
+        if row["desiredRole"] == "manager" and row["role"] != "manager":
+            assessment.advice.append(
+                f"{row['hostname']} is set to be a manager but is not a Raft member (as after "
+                "forceNewCluster): demote it, then promote it again"
+            )
     leader = next(
         (
             {k: row[k] for k in ("nodeId", "hostname", "serverId", "serverName")}
@@ -185,6 +209,7 @@ def _report_without_quorum(
             "nodeId": server.swarm_node_id or f"server-{server.id}",
             "hostname": server.name,
             "role": server.swarm_role,
+            "desiredRole": server.swarm_role,
             "state": "unknown",
             "availability": server.swarm_availability,
             "address": server.swarm_node_address,
@@ -217,6 +242,11 @@ def _report_without_quorum(
         if row["role"] is None:
             continue
         rows.append(row)
+    if not any(row["role"] for row in rows) or all(row["state"] == "inactive" for row in rows):
+        raise NotFound(
+            f"region {region_code} has no swarm yet: initialise one with POST /api/servers/{{id}}/swarm/init "
+            "(hostcraft swarm init SERVER --advertise-address IP)"
+        )
     # Engines that answer count as reachable managers; the manager total comes from a survivor's
     # last view of the cluster when it has one, else from what HostCraft recorded.
     states = [_node_state(row) for row in rows]
@@ -234,8 +264,12 @@ def _report_without_quorum(
         )
     assessment = assess_cluster(states)
     if assessment.reachable_managers >= assessment.quorum and assessment.managers:
-        # Engines answer but no leader was found: the reachable managers cannot see each other.
-        assessment.status = ClusterStatus.QUORUM_LOST
+        # A majority of manager engines answer but none lists the nodes: a leader election is under
+        # way (about 10 to 15 s after a leader dies), or the managers cannot reach each other.
+        assessment.advice.append(
+            "no leader right now although a majority of manager engines answer: an election is under "
+            "way, or the managers cannot reach each other; cluster writes wait until a leader exists"
+        )
     return ClusterReport(
         region_id=region_id,
         region_code=region_code,
@@ -387,8 +421,9 @@ def init_swarm(
                 "no more failures than one fewer",
                 field="managerCount",
             )
-        state = _target_info(server, runtime).get("LocalNodeState")
-        if state == "active" and not force_new_cluster:
+        # forceNewCluster is for a swarm without quorum, whose info() can hang: skip the check.
+        state = None if force_new_cluster else _target_info(server, runtime).get("LocalNodeState")
+        if state == "active":
             raise ConflictError(
                 f"server {server.name} is already part of a swarm: leave it first, or use "
                 "forceNewCluster to re-form a swarm that lost quorum from this manager"
@@ -535,7 +570,11 @@ def change_role(
 
 
 def _node_id(server: Server, runtime: Runtime) -> str:
-    node_id = _target_info(server, runtime).get("NodeID") or server.swarm_node_id
+    """The server's swarm node id, from its engine, or as recorded when the engine is down."""
+    try:
+        node_id = _target_info(server, runtime).get("NodeID") or server.swarm_node_id
+    except EngineUnavailable:
+        node_id = server.swarm_node_id
     if not node_id:
         raise ConflictError(f"server {server.name} is not part of a swarm: join it first")
     return str(node_id)
@@ -544,29 +583,64 @@ def _node_id(server: Server, runtime: Runtime) -> str:
 def leave_swarm(
     session: Session, runtime: Runtime, server_id: int, *, actor: str, force: bool = False
 ) -> OperationResult:
-    """Take a server out of the swarm: demote it first if it is a manager, then remove its node."""
+    """Take a server out of the swarm: demote it first if it is a manager, then remove its node.
+
+    A server whose engine is dead is removed with ``force``: demoted and removed through
+    another manager, using the node id HostCraft recorded.
+    """
     server = get_server(session, server_id)
     with ClusterOperation(runtime, actor=actor, action="swarm.leave", server=server) as operation:
-        info = _target_info(server, runtime)
-        if info.get("LocalNodeState") == "inactive":
+        try:
+            info: dict[str, Any] | None = _target_info(server, runtime)
+        except EngineUnavailable as exc:
+            if not force:
+                raise EngineUnavailable(
+                    f"{exc.message}. To remove this dead node from the swarm, pass force=true: HostCraft "
+                    "then demotes and removes it through another manager",
+                    details=exc.details,
+                ) from exc
+            info = None
+        if info is not None and info.get("LocalNodeState") == "inactive":
             raise ConflictError(f"server {server.name} is not part of a swarm")
-        node_id = str(info.get("NodeID") or "")
+        node_id = str((info or {}).get("NodeID") or server.swarm_node_id or "")
+        if not node_id:
+            raise ConflictError(f"server {server.name} has no recorded swarm node id: nothing to remove")
         guard = None
         try:
             guard = _guard(session, runtime, server, "leave", force=force)
         except QuorumLost:
             if not force:
                 raise
-        is_manager = bool(info.get("ControlAvailable"))
-        if is_manager and not (force and guard is None):
-            with any_manager(
-                session, runtime, server.region_id, require_quorum=True, exclude={server.id}
-            ) as (
-                _,
-                client,
+
+        if info is None:
+            _remove_dead_node(session, runtime, server, node_id)
+            for column in (
+                "swarm_state",
+                "swarm_node_id",
+                "swarm_role",
+                "swarm_availability",
+                "swarm_cluster_id",
             ):
-                swarm_api.update_node(client, node_id, role="worker")
-                _wait_for_role(client, node_id, "worker")
+                setattr(server, column, None)
+            session.commit()
+            return operation.done(
+                f"removed {server.name} from the swarm: its engine does not answer, so it was demoted and "
+                "removed through another manager",
+                nodeId=node_id,
+                nodeEntryRemoved=True,
+                **(guard or {}),
+            )
+
+        if info.get("ControlAvailable"):
+            try:
+                with any_manager(
+                    session, runtime, server.region_id, require_quorum=True, exclude={server.id}
+                ) as (_, client):
+                    swarm_api.update_node(client, node_id, role="worker")
+                    _wait_for_role(client, node_id, "worker")
+            except QuorumLost:
+                if not force:
+                    raise
         with engine_client(server, runtime) as client:
             swarm_api.leave_swarm(client, force=force)
         removed = _remove_node_entry(session, runtime, server, node_id)
@@ -575,6 +649,19 @@ def leave_swarm(
             f"{server.name} left the swarm", nodeId=node_id, nodeEntryRemoved=removed, **(guard or {})
         )
     raise AssertionError("unreachable")
+
+
+def _remove_dead_node(session: Session, runtime: Runtime, server: Server, node_id: str) -> None:
+    with any_manager(session, runtime, server.region_id, require_quorum=True, exclude={server.id}) as (
+        _,
+        client,
+    ):
+        node = client.api.inspect_node(node_id)
+        if node.get("ManagerStatus"):
+            # Swarm removes only workers: a dead manager is demoted first, which needs quorum.
+            swarm_api.update_node(client, node_id, role="worker")
+            _wait_for_role(client, node_id, "worker")
+        swarm_api.remove_node(client, node_id, force=True)
 
 
 def _remove_node_entry(session: Session, runtime: Runtime, server: Server, node_id: str | None) -> bool:
@@ -605,7 +692,12 @@ def set_availability(
 ) -> OperationResult:
     """Set a node's availability without moving anything first (activate, or pause)."""
     server = get_server(session, server_id)
-    with ClusterOperation(runtime, actor=actor, action=f"swarm.{availability}", server=server) as operation:
+    with ClusterOperation(
+        runtime,
+        actor=actor,
+        action="swarm.activate" if availability == "active" else f"swarm.{availability}",
+        server=server,
+    ) as operation:
         node_id = _node_id(server, runtime)
         with any_manager(session, runtime, server.region_id, require_quorum=True) as (_, client):
             swarm_api.update_node(client, node_id, availability=availability)

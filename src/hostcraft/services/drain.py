@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from hostcraft.docker import swarm as swarm_api
 from hostcraft.domain.placement import PlacementNode, eligible_nodes
-from hostcraft.errors import ConflictError, HostCraftError
+from hostcraft.errors import ConflictError, HostCraftError, OperationTimedOut
 from hostcraft.runtime import Runtime
 from hostcraft.services.cluster import ClusterOperation, OperationResult, _guard, _node_id, _refresh_facts
 from hostcraft.services.managers import any_manager
@@ -214,7 +214,7 @@ def _wait_running_elsewhere(
         return sum(1 for task in tasks if task.get("NodeID") != node_id) >= count
 
     if not swarm_api.wait_until(ready, timeout=max(0.0, deadline - time.monotonic())):
-        raise HostCraftError(
+        raise OperationTimedOut(
             f"failed to drain: the extra task(s) of {item.name} did not start on another node in time; "
             "the node was not drained and replica counts are restored"
         )
@@ -232,7 +232,7 @@ def _wait_moved(
         return not on_node and len(running) >= replicas
 
     if not swarm_api.wait_until(converged, timeout=max(0.0, deadline - time.monotonic())):
-        raise HostCraftError(
+        raise OperationTimedOut(
             f"failed to drain: tasks of {item.name} did not finish moving in time; the node stays drained, "
             "replica counts are restored, and Swarm keeps rescheduling"
         )

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from hostcraft.docker.swarm import list_nodes
 from hostcraft.domain.quorum import quorum_size
-from hostcraft.errors import EngineUnavailable, HostCraftError, QuorumLost
+from hostcraft.errors import ConflictError, EngineUnavailable, HostCraftError, QuorumLost
 from hostcraft.runtime import Runtime
 from hostcraft.services.servers import engine_client, list_servers
 from hostcraft.store.models import Server
@@ -93,7 +93,13 @@ def any_manager(
             found = (server, client)
             break
         if found is None:
-            tried = "; ".join(f"{a.server}: {a.outcome}" for a in attempts) or "no servers in the region"
+            tried = "; ".join(f"{a.server}: {a.outcome}" for a in attempts) or "no other server in the region"
+            if all(a.outcome == "not a manager (inactive)" for a in attempts):
+                raise ConflictError(
+                    f"region {region_id} has no swarm yet ({tried}): initialise one with "
+                    "'hostcraft swarm init SERVER --advertise-address IP' first",
+                    details={"attempts": [a.__dict__ for a in attempts]},
+                )
             if quorum_lost is not None:
                 raise QuorumLost(
                     f"the swarm of region {region_id} has lost quorum: no manager can change the cluster "

@@ -202,7 +202,14 @@ def update_server(
     if data.name is not None:
         server.name = _check_name(session, data.name, exclude_id=server.id)
     if data.region is not None:
-        server.region_id = _resolve_region_id(session, data.region)
+        region_id = _resolve_region_id(session, data.region)
+        if region_id != server.region_id and server.swarm_state == "active":
+            raise ConflictError(
+                f"server {server.name} is a member of its region's swarm: a region holds exactly one "
+                "cluster, so make it leave the swarm before moving it to another region",
+                details={"field": "regionId"},
+            )
+        server.region_id = region_id
     if data.failure_domain is not None:
         server.failure_domain = data.failure_domain or None
     connection_changed = data.endpoint is not None or any(

@@ -37,7 +37,9 @@ def create_token(session: Session, *, name: str, role: str) -> tuple[ApiToken, s
     if not name or len(name) > 64:
         raise ValidationError("token name must be 1 to 64 characters", field="name")
     if session.scalar(select(ApiToken).where(ApiToken.name == name)) is not None:
-        raise ConflictError(f"a token named {name!r} already exists: choose another name or revoke it first")
+        raise ConflictError(
+            f"a token named {name!r} already exists (revoked tokens keep their names): choose another name"
+        )
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(name=name, role=parsed_role.value, token_hash=hash_token(token), prefix=token[:10])
     session.add(row)
@@ -57,13 +59,15 @@ def list_tokens(session: Session) -> list[ApiToken]:
     return list(session.scalars(select(ApiToken).order_by(ApiToken.id)))
 
 
-def revoke_token(session: Session, token_id: int) -> ApiToken:
+def revoke_token(session: Session, token_id: int) -> tuple[ApiToken, bool]:
+    """Revoke a token; the flag says whether it was still active (revoking twice changes nothing)."""
     row = session.get(ApiToken, token_id)
     if row is None:
         raise NotFound(f"token {token_id} not found")
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
-    return row
+    if row.revoked_at is not None:
+        return row, False
+    row.revoked_at = utcnow()
+    return row, True
 
 
 def has_admin_token(session: Session) -> bool:

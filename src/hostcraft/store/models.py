@@ -53,6 +53,8 @@ class Base(DeclarativeBase):
 
 class ApiToken(Base):
     __tablename__ = "api_tokens"
+    # AUTOINCREMENT: SQLite would otherwise reuse deleted ids, which events refer to.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -66,6 +68,8 @@ class ApiToken(Base):
 
 class Region(Base):
     __tablename__ = "regions"
+    # AUTOINCREMENT: SQLite would otherwise reuse deleted ids, which events refer to.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
@@ -82,6 +86,8 @@ class Region(Base):
 
 class Server(Base):
     __tablename__ = "servers"
+    # AUTOINCREMENT: SQLite would otherwise reuse deleted ids, which events refer to.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
@@ -117,7 +123,10 @@ class ServerHealthCheck(Base):
     """One measurement of a server by the health loop; the newest one is the server's health."""
 
     __tablename__ = "server_health_checks"
-    __table_args__ = (Index("ix_server_health_server_checked", "server_id", "checked_at"),)
+    __table_args__ = (
+        Index("ix_server_health_server_checked", "server_id", "checked_at"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     server_id: Mapped[int] = mapped_column(ForeignKey("servers.id", ondelete="CASCADE"))
@@ -136,7 +145,7 @@ class Event(Base):
     """Append-only audit record of an action, by a person or by the engine."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_target", "target_type", "target_id"),)
+    __table_args__ = (Index("ix_events_target", "target_type", "target_id"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)

@@ -122,7 +122,9 @@ def health_out(session: Session, server: Server, history: int) -> ServerHealthOu
         server_id=server.id,
         server_name=server.name,
         status=latest.status if latest else "unknown",
-        reasons=latest.reasons if latest else ["not checked yet: POST /api/servers/{id}/health checks now"],
+        reasons=latest.reasons
+        if latest
+        else [f"not checked yet: POST /api/servers/{server.id}/health checks now"],
         latest=HealthCheckOut.model_validate(latest) if latest else None,
         history=[HealthCheckOut.model_validate(row) for row in rows],
     )

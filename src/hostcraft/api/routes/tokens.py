@@ -46,7 +46,9 @@ def revoke_token(
     token_id: int, runtime: Runtime = Depends(get_runtime), principal: Principal = Depends(require_admin)
 ) -> TokenOut:
     with runtime.store.session() as session:
-        row = tokens.revoke_token(session, token_id)
+        row, revoked = tokens.revoke_token(session, token_id)
+        if not revoked:
+            return TokenOut.model_validate(row)
         record_event(
             session,
             actor=principal.actor,

@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
         sa.UniqueConstraint("token_hash"),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "engine_leases",
@@ -50,6 +51,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("details", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_events_at"), ["at"], unique=False)
@@ -67,6 +69,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("code"),
         sa.UniqueConstraint("name"),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "servers",
@@ -97,6 +100,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["region_id"], ["regions.id"], ondelete="RESTRICT"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "server_health_checks",
@@ -113,6 +117,7 @@ def upgrade() -> None:
         sa.Column("peers", sa.JSON(), nullable=False),
         sa.ForeignKeyConstraint(["server_id"], ["servers.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("server_health_checks", schema=None) as batch_op:
         batch_op.create_index("ix_server_health_server_checked", ["server_id", "checked_at"], unique=False)
