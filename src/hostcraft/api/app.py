@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from hostcraft import __version__
 from hostcraft.api.errors import install_error_handlers
-from hostcraft.api.routes import cluster, regions, servers, system, tokens
+from hostcraft.api.routes import applications, cluster, regions, servers, system, tokens
 from hostcraft.engine.loops import Engine
 from hostcraft.runtime import Runtime
 
@@ -55,6 +55,7 @@ def create_app(runtime: Runtime, *, run_engine: bool | None = None) -> FastAPI:
     app.include_router(regions.router)
     app.include_router(servers.router)
     app.include_router(cluster.router)
+    app.include_router(applications.router)
     return app
 
 

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from hostcraft.engine.lease import acquire_lease, release_lease
 from hostcraft.runtime import Runtime
+from hostcraft.services.deployments import reconcile_paused_updates
 from hostcraft.services.health import check_server, prune_history
 from hostcraft.services.servers import list_servers
 from hostcraft.store.models import Server
@@ -53,6 +54,7 @@ class Engine:
             try:
                 if self._hold_lease():
                     self.check_all_servers()
+                    reconcile_paused_updates(self.runtime)
             except Exception:
                 logger.exception("engine tick failed")
             self._stop.wait(self.interval)

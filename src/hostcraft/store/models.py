@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -157,6 +158,64 @@ class Event(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Application(Base):
+    """Desired state of one Swarm service; ``spec`` is the application document without secret values."""
+
+    __tablename__ = "applications"
+    __table_args__ = (UniqueConstraint("project", "name"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63))
+    project: Mapped[str] = mapped_column(String(63))
+    region_id: Mapped[int] = mapped_column(ForeignKey("regions.id", ondelete="RESTRICT"))
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    # JSON {secret name: value}, Fernet-encrypted; never serialised into a response.
+    secret_values_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
+    service_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    region: Mapped[Region] = relationship()
+
+
+class Deployment(Base):
+    """One attempt to move an application to a spec, with the image pinned by digest."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (Index("ix_deployments_app", "application_id", "id"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    image: Mapped[str] = mapped_column(String(512))
+    image_digest_reference: Mapped[str | None] = mapped_column(String(600), default=None)
+    rollback_of: Mapped[int | None] = mapped_column(Integer, default=None)
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    corrections: Mapped[list[Any]] = mapped_column(default=list)
+    actor: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class AppVolume(Base):
+    """A named volume of an application and, for node-local drivers, the node that holds it."""
+
+    __tablename__ = "app_volumes"
+    __table_args__ = (UniqueConstraint("application_id", "name"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    swarm_name: Mapped[str] = mapped_column(String(200))
+    driver: Mapped[str] = mapped_column(String(64))
+    node_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    node_hostname: Mapped[str | None] = mapped_column(String(256), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class EngineLease(Base):
