@@ -288,6 +288,8 @@ def test_two_projects_with_same_names_stay_isolated(cluster: Cluster, manager: d
         assert _exec(_task_node(cluster, manager, task), task, ["cat", "/data/value"]).strip() == project
         mounts = task["Spec"]["ContainerSpec"]["Mounts"]
         assert [m["Source"] for m in mounts] == [f"{project}_data"]
+        # Two tasks must never share a node-local volume, so updates stop the old task first.
+        assert manager.api.inspect_service(f"{project}_web")["Spec"]["UpdateConfig"]["Order"] == "stop-first"
         listed = cluster.api.get(f"/api/applications/{apps[project]['id']}/volumes").json()
         assert listed[0]["swarmName"] == f"{project}_data"
         assert listed[0]["nodeHostname"] == _task_node(cluster, manager, task).name

@@ -40,12 +40,12 @@ from hostcraft.docker.specs import (
     service_name,
     volume_name,
 )
+from hostcraft.domain.appspec import validate_application
 from hostcraft.domain.placement import eligible_nodes
-from hostcraft.domain.strategy import Healthcheck, parse_strategy, plan_updates
 from hostcraft.errors import ConflictError, HostCraftError, NotFound, ValidationError
 from hostcraft.runtime import Runtime
 from hostcraft.services.applications import active_deployment, get_application, secret_values
-from hostcraft.services.drain import _placement_node
+from hostcraft.services.drain import placement_node
 from hostcraft.services.events import audit
 from hostcraft.services.managers import any_manager
 from hostcraft.store.models import Application, AppVolume, Deployment, utcnow
@@ -197,10 +197,9 @@ def _deploy(session: Session, runtime: Runtime, app: Application, deployment: De
         network_id = _ensure_network(client, app.project)
         secret_refs = _ensure_secrets(client, app, document, secret_values(app, runtime))
         pinned = _pin_local_volumes(session, client, app, document)
-        healthcheck = _healthcheck(document)
-        plan = plan_updates(
-            parse_strategy(document.get("strategy")), healthcheck, replicas=int(document.get("replicas", 1))
-        )
+        # The spec's plan knows what two tasks cannot share (a local volume, a host port), and then
+        # keeps stop-first order instead of running two containers on one volume.
+        plan = validate_application(document, require_secret_values=False).update_plan()
         deployment.corrections = list(plan.corrections)
         session.commit()
         existing = _find_service(client, app)
@@ -280,7 +279,8 @@ def _ensure_secrets(
                 field=f"secrets.{secret['name']}",
             )
         digest = hashlib.sha256(value.encode()).hexdigest()[:12]
-        name = f"{app.project}_{secret['name']}_{digest}"
+        # Swarm limits secret names to 64 characters; the value's hash keeps versions apart.
+        name = f"{app.project}_{secret['name']}"[:50] + f"_{digest}"
         found = [s for s in client.api.secrets(filters={"name": name}) if s["Spec"]["Name"] == name]
         secret_id = (
             found[0]["ID"]
@@ -317,7 +317,7 @@ def _pin_local_volumes(
     node_id = next((row.node_id for row in rows.values() if row.node_id), None)
     hostname = next((row.node_hostname for row in rows.values() if row.node_id), None)
     if node_id is None:
-        nodes = [_placement_node(node) for node in swarm_api.list_nodes(client)]
+        nodes = [placement_node(node) for node in swarm_api.list_nodes(client)]
         constraints = list((document.get("placement") or {}).get("constraints") or [])
         candidates = eligible_nodes(nodes, constraints, exclude="")
         if not candidates:
@@ -349,19 +349,6 @@ def _pin_local_volumes(
                 )
             )
     return node_id
-
-
-def _healthcheck(document: dict[str, Any]) -> Healthcheck | None:
-    check = document.get("healthcheck")
-    if not check or list(check.get("test") or [])[:1] == ["NONE"]:
-        return None
-    return Healthcheck(
-        test=list(check["test"]),
-        interval_seconds=float(check.get("intervalSeconds", 30)),
-        timeout_seconds=float(check.get("timeoutSeconds", 30)),
-        retries=int(check.get("retries", 3)),
-        start_period_seconds=float(check.get("startPeriodSeconds", 0)),
-    )
 
 
 def _find_service(client: docker.DockerClient, app: Application) -> dict[str, Any] | None:

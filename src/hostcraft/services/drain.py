@@ -67,7 +67,7 @@ class DrainPlan:
     blocked: list[str] = field(default_factory=list)
 
 
-def _placement_node(node: dict[str, Any]) -> PlacementNode:
+def placement_node(node: dict[str, Any]) -> PlacementNode:
     spec = node.get("Spec") or {}
     description = node.get("Description") or {}
     platform = description.get("Platform") or {}
@@ -90,7 +90,7 @@ def _running(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def plan_drain(client: docker.DockerClient, node_id: str) -> DrainPlan:
     """Decide, for every replicated service with tasks on the node, where its tasks can go."""
-    nodes = [_placement_node(node) for node in swarm_api.list_nodes(client)]
+    nodes = [placement_node(node) for node in swarm_api.list_nodes(client)]
     plan = DrainPlan(node_id=node_id)
     for service in swarm_api.list_services(client):
         spec = service["Spec"]
