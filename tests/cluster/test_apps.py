@@ -421,3 +421,44 @@ def test_update_paused_outside_hostcraft_is_rolled_back(
     events = cluster.api.get("/api/events", params={"action": "deployment.paused-rollback"}).json()
     assert events[0]["targetId"] == str(app["id"])
     assert "paused" in events[0]["reason"]
+
+
+def test_deployment_interrupted_by_restart_is_resumed(cluster: Cluster, manager: docker.DockerClient) -> None:
+    from hostcraft.services.deployments import resume_interrupted_deployments
+    from hostcraft.store.models import Deployment
+
+    app = _create(cluster, _app(cluster, "resumed"))
+    runtime = cluster.api.runtime
+    with runtime.store.session() as session:
+        stored = dict(cluster.api.get(f"/api/applications/{app['id']}").json())
+        spec = {
+            key: value
+            for key, value in stored.items()
+            if key not in ("id", "region", "regionId", "serviceId", "createdAt", "updatedAt")
+        }
+        row = Deployment(
+            application_id=app["id"],
+            kind="deploy",
+            status="running",
+            spec=spec,
+            image=spec["image"],
+            actor="test",
+        )
+        session.add(row)
+        session.flush()
+        deployment_id = row.id
+    blocked = cluster.api.post(f"/api/applications/{app['id']}/deploy")
+    assert blocked.status_code == 409
+
+    assert deployment_id in resume_interrupted_deployments(runtime)
+    final = wait_for(
+        lambda: (
+            (d := cluster.api.get(f"/api/deployments/{deployment_id}").json())["status"]
+            in ("succeeded", "failed", "rolled_back")
+            and d
+        ),
+        timeout=180,
+        what="the resumed deployment",
+    )
+    assert final["status"] == "succeeded", final
+    assert len(_running_tasks(manager, "apps_resumed")) == 1

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from hostcraft.engine.lease import acquire_lease, release_lease
 from hostcraft.runtime import Runtime
-from hostcraft.services.deployments import reconcile_paused_updates
+from hostcraft.services.deployments import reconcile_paused_updates, resume_interrupted_deployments
 from hostcraft.services.health import check_server, prune_history
 from hostcraft.services.servers import list_servers
 from hostcraft.store.models import Server
@@ -50,9 +50,15 @@ class Engine:
 
     def _run(self) -> None:
         logger.info("engine started", extra={"holder": self.holder, "interval": self.interval})
+        resumed = False
         while not self._stop.is_set():
             try:
                 if self._hold_lease():
+                    if not resumed:
+                        # NOTE: with several HostCraft processes, a deployment still running in a
+                        # process that does not hold the lease would be run a second time here.
+                        resume_interrupted_deployments(self.runtime)
+                        resumed = True
                     self.check_all_servers()
                     reconcile_paused_updates(self.runtime)
             except Exception:

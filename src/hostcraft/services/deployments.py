@@ -503,3 +503,17 @@ def reconcile_paused_updates(runtime: Runtime) -> list[str]:
                 "rolled the service back to its previous spec",
             )
     return rolled_back
+
+
+def resume_interrupted_deployments(runtime: Runtime) -> list[int]:
+    """Run again every deployment left queued or running by a stopped HostCraft process.
+
+    Running one again is safe: the service spec posted is the same, so Swarm changes nothing it
+    already has, and the monitor reads the state Swarm reached.
+    """
+    with runtime.store.session() as session:
+        ids = list(session.scalars(select(Deployment.id).where(Deployment.status.in_(("queued", "running")))))
+    for deployment_id in ids:
+        logger.info("resuming interrupted deployment", extra={"deployment_id": deployment_id})
+        _executor.submit(run_deployment, runtime, deployment_id)
+    return ids
