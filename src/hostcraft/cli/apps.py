@@ -111,6 +111,18 @@ def create(
     emit(created, output, lambda: print_record(created, APP_COLUMNS))
 
 
+@app.command("update")
+def update(
+    application: str = typer.Argument(..., help="Id, name or project/name."),
+    file: Path = typer.Option(..., "--file", "-f", help="The whole new document (JSON or YAML)."),
+    output: OutputFormat = OutputOption,
+) -> None:
+    """Replace an application's desired state; 'hostcraft app deploy' rolls it out."""
+    client = ApiClient()
+    updated = client.put(f"/api/applications/{resolve(client, application)['id']}", _load_document(file))
+    emit(updated, output, lambda: print_record(updated, APP_COLUMNS))
+
+
 @app.command("ls")
 def list_apps(
     project: str | None = typer.Option(None, "--project"), output: OutputFormat = OutputOption
