@@ -149,7 +149,7 @@ def cluster_report(session: Session, runtime: Runtime, region_id: int) -> Cluste
                     nodes = swarm_api.list_nodes(client)
                     cluster_id = swarm_api.inspect_swarm(client).get("ID") or None
                 except (EngineUnavailable, requests.exceptions.RequestException) as exc:
-                    # This manager answered info() but not the node list: try the next one.
+                    # This manager returned info() but not the node list: try the next one.
                     failed.add(server.id)
                     errors.append(f"{server.name}: {getattr(exc, 'message', None) or exc}")
                     continue
@@ -192,6 +192,42 @@ def cluster_report(session: Session, runtime: Runtime, region_id: int) -> Cluste
     )
 
 
+def _engine_row(server: Server, runtime: Runtime, errors: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Describe one server from its own engine: the report row, and its swarm info ({} if none)."""
+    row: dict[str, Any] = {
+        "nodeId": server.swarm_node_id or f"server-{server.id}",
+        "hostname": server.name,
+        "role": server.swarm_role,
+        "desiredRole": server.swarm_role,
+        "state": "unknown",
+        "availability": server.swarm_availability,
+        "address": server.swarm_node_address,
+        "reachability": "unreachable",
+        "leader": False,
+        "serverId": server.id,
+        "serverName": server.name,
+        "failureDomain": server.failure_domain,
+    }
+    try:
+        with engine_client(server, runtime, timeout=5.0) as client:
+            client.ping()  # /_ping does not involve the swarm, so it returns while info() hangs
+            swarm = _swarm_info_or_none(client)
+    except (HostCraftError, OSError, docker.errors.DockerException) as exc:
+        row["state"] = "down"
+        errors.append(f"{server.name}: {getattr(exc, 'message', None) or exc}")
+        return row, {}
+    if swarm is None:
+        # The engine returns but its swarm state does not, as on a manager waiting for a leader.
+        row["reachability"] = "reachable" if row["role"] == "manager" else None
+        errors.append(f"{server.name}: engine is up, but reading its swarm state timed out (no leader)")
+        return row, {}
+    local_state = swarm.get("LocalNodeState")
+    row["state"] = "ready" if local_state == "active" else local_state
+    row["role"] = "manager" if swarm.get("ControlAvailable") else (row["role"] or "worker")
+    row["reachability"] = "reachable" if row["role"] == "manager" else None
+    return row, swarm
+
+
 def _report_without_quorum(
     session: Session,
     runtime: Runtime,
@@ -205,50 +241,19 @@ def _report_without_quorum(
     manager_total = 0
     cluster_id = None
     for server in list_servers(session, region_id=region_id):
-        row: dict[str, Any] = {
-            "nodeId": server.swarm_node_id or f"server-{server.id}",
-            "hostname": server.name,
-            "role": server.swarm_role,
-            "desiredRole": server.swarm_role,
-            "state": "unknown",
-            "availability": server.swarm_availability,
-            "address": server.swarm_node_address,
-            "reachability": "unreachable",
-            "leader": False,
-            "serverId": server.id,
-            "serverName": server.name,
-            "failureDomain": server.failure_domain,
-        }
-        try:
-            with engine_client(server, runtime, timeout=5.0) as client:
-                client.ping()  # answers even while the swarm part of the engine hangs
-                swarm = _swarm_info_or_none(client)
-        except (HostCraftError, OSError, docker.errors.DockerException) as exc:
-            row["state"] = "down"
-            errors.append(f"{server.name}: {getattr(exc, 'message', None) or exc}")
-        else:
-            if swarm is None:
-                # The engine answers but its swarm state does not: a manager waiting for a leader.
-                row["state"] = "unknown"
-                row["reachability"] = "reachable" if row["role"] == "manager" else None
-                errors.append(f"{server.name}: engine answers, swarm state timed out (no leader)")
-            else:
-                local_state = swarm.get("LocalNodeState")
-                row["state"] = "ready" if local_state == "active" else local_state
-                row["role"] = "manager" if swarm.get("ControlAvailable") else (row["role"] or "worker")
-                row["reachability"] = "reachable" if row["role"] == "manager" else None
-                manager_total = max(manager_total, int(swarm.get("Managers") or 0))
-                cluster_id = cluster_id or (swarm.get("Cluster") or {}).get("ID")
-        if row["role"] is None:
-            continue
-        rows.append(row)
+        row, swarm = _engine_row(server, runtime, errors)
+        manager_total = max(manager_total, int(swarm.get("Managers") or 0))
+        cluster_id = cluster_id or (swarm.get("Cluster") or {}).get("ID")
+        if row["role"] is not None:
+            rows.append(row)
     if not any(row["role"] for row in rows) or all(row["state"] == "inactive" for row in rows):
         raise NotFound(
             f"region {region_code} has no swarm yet: initialise one with POST /api/servers/{{id}}/swarm/init "
             "(hostcraft swarm init SERVER --advertise-address IP)"
         )
-    # Engines that answer count as reachable managers; the manager total comes from a survivor's
-    # last view of the cluster when it has one, else from what HostCraft recorded.
+
+    # Engines that answer count as reachable managers. The manager total is a survivor's last view
+    # of the cluster when one has it, because HostCraft may not know every manager.
     states = [_node_state(row) for row in rows]
     known_managers = sum(1 for state in states if state.role == "manager")
     for index in range(max(0, manager_total - known_managers)):
@@ -570,7 +575,7 @@ def change_role(
 
 
 def _node_id(server: Server, runtime: Runtime) -> str:
-    """The server's swarm node id, from its engine, or as recorded when the engine is down."""
+    """Return the server's swarm node id, read from its engine, or as recorded when the engine is down."""
     try:
         node_id = _target_info(server, runtime).get("NodeID") or server.swarm_node_id
     except EngineUnavailable:
@@ -665,7 +670,7 @@ def _remove_dead_node(session: Session, runtime: Runtime, server: Server, node_i
 
 
 def _remove_node_entry(session: Session, runtime: Runtime, server: Server, node_id: str | None) -> bool:
-    """Remove the departed node from the node list once Swarm sees it down."""
+    """Remove the departed node from the node list once Swarm reports it down."""
     if not node_id:
         return False
     try:
