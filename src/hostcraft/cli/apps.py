@@ -228,6 +228,9 @@ def import_file(
         None, "--region", help="Region code or id [default: the primary region]."
     ),
     deploy: bool = typer.Option(False, "--deploy", help="Deploy every imported application."),
+    secrets_file: Path | None = typer.Option(
+        None, "--secrets-file", help="NAME=VALUE lines with the values of the secrets the services use."
+    ),
     output: OutputFormat = OutputOption,
 ) -> None:
     """Turn each service of a Compose file into an application; unsupported keys are listed."""
@@ -247,11 +250,25 @@ def import_file(
                 env_files[path] = (file.parent / path).read_text()
             except OSError as exc:
                 raise CliError(f"failed to read env_file {path} of {file}: {exc.strerror}") from exc
+    secret_values: dict[str, str] = {}
+    if secrets_file is not None:
+        try:
+            lines = secrets_file.read_text().splitlines()
+        except OSError as exc:
+            raise CliError(f"failed to read {secrets_file}: {exc.strerror}") from exc
+        for line in lines:
+            name, separator, value = line.partition("=")
+            if separator and name.strip() and not name.lstrip().startswith("#"):
+                secret_values[name.strip()] = value
     client = ApiClient()
-    result = client.post(
-        "/api/applications/import",
-        {"compose": text, "project": project, "region": region, "envFiles": env_files},
-    )
+    body = {
+        "compose": text,
+        "project": project,
+        "region": region,
+        "envFiles": env_files,
+        "secretValues": secret_values,
+    }
+    result = client.post("/api/applications/import", body)
     deployments = []
     if deploy:
         for created in result["applications"]:

@@ -21,6 +21,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -81,8 +82,13 @@ def start_deployment(
     image_reference: str | None = None,
     rollback_of: int | None = None,
     wait: bool = False,
+    prepare: Callable[[Application], None] | None = None,
 ) -> Deployment:
-    """Queue a deployment of the app's current spec (or ``spec``) and run it in the background."""
+    """Queue a deployment of the app's current spec (or ``spec``) and run it in the background.
+
+    ``prepare`` changes the application first, and runs only once no other deployment of the
+    app is queued or running, so a refused request changes nothing.
+    """
     app = get_application(session, app_id)
     with _app_lock(app.id):
         running = active_deployment(session, app.id)
@@ -92,6 +98,8 @@ def start_deployment(
                 "never interleave, so wait for it to finish",
                 details={"deploymentId": running.id},
             )
+        if prepare is not None:
+            prepare(app)
         document = copy.deepcopy(spec or app.spec)
         deployment = Deployment(
             application_id=app.id,
@@ -131,12 +139,14 @@ def rollback_to(
         raise NotFound(f"deployment {deployment_id} not found")
     if not target.image_digest_reference:
         raise ConflictError(
-            f"deployment {deployment_id} never pinned an image digest (it failed before resolving "
-            "the image): choose a deployment that ran"
+            f"deployment {deployment_id} has no pinned image digest (it failed before resolving the "
+            "image): choose a deployment that ran"
         )
     app = get_application(session, target.application_id)
-    app.spec = copy.deepcopy(target.spec)
-    session.commit()
+
+    def restore_spec(application: Application) -> None:
+        application.spec = copy.deepcopy(target.spec)
+
     return start_deployment(
         session,
         runtime,
@@ -147,6 +157,7 @@ def rollback_to(
         image_reference=target.image_digest_reference,
         rollback_of=target.id,
         wait=wait,
+        prepare=restore_spec,
     )
 
 
@@ -392,7 +403,9 @@ def _scale(client: docker.DockerClient, app: Application, deployment: Deployment
         raise ConflictError(f"{app.name} has never been deployed: deploy it before scaling")
     replicas = int(deployment.spec.get("replicas", 1))
     service = client.api.inspect_service(app.service_id)
-    current_label = service["Spec"]["TaskTemplate"]["ContainerSpec"].get("Labels", {}).get(LABEL_DEPLOYMENT)
+    container = service["Spec"]["TaskTemplate"]["ContainerSpec"]
+    current_label = container.get("Labels", {}).get(LABEL_DEPLOYMENT)
+    deployment.image_digest_reference = container.get("Image")
     swarm_api.scale_service(client, app.service_id, replicas)
     return monitor(
         client,

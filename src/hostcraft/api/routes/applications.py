@@ -25,6 +25,8 @@ class ImportIn(BodyModel):
     project: str = "default"
     region: str | int | None = None
     env_files: dict[str, str] = Field(default_factory=dict)
+    # Values of the secrets the services use; a Compose file only names them.
+    secret_values: dict[str, str] = Field(default_factory=dict, repr=False)
 
 
 def application_out(app: Application) -> dict[str, Any]:
@@ -133,10 +135,12 @@ def scale(
     principal: Principal = Depends(current_principal),
 ) -> dict[str, Any]:
     with runtime.store.session() as session:
-        applications.set_replicas(session, runtime, app_id, body.replicas, actor=principal.actor)
-        session.commit()
+
+        def set_replicas(app: Application) -> None:
+            applications.set_replicas(session, runtime, app.id, body.replicas, actor=principal.actor)
+
         deployment = deployments.start_deployment(
-            session, runtime, app_id, actor=principal.actor, kind="scale", wait=wait
+            session, runtime, app_id, actor=principal.actor, kind="scale", wait=wait, prepare=set_replicas
         )
         return deployment_out(deployment)
 
@@ -210,24 +214,30 @@ def import_compose(
     Keys HostCraft does not carry over are listed in ``unsupported``, never dropped silently.
     """
     from hostcraft.deploy.compose import import_compose as parse_compose
-    from hostcraft.errors import ValidationError
+    from hostcraft.errors import ConflictError, ValidationError
 
     result = parse_compose(body.compose, project=body.project, env_files=body.env_files)
     created = []
     with runtime.store.session() as session:
         for document in result.applications:
+            service = document["name"]
+            for secret in document.get("secrets") or []:
+                if secret["name"] not in body.secret_values:
+                    raise ValidationError(
+                        f"service {service} uses secret {secret['name']!r}: send its value in secretValues "
+                        "(a Compose file only names secrets)",
+                        field=f"secretValues.{secret['name']}",
+                    )
+                secret["value"] = body.secret_values[secret["name"]]
             try:
                 app = applications.create_application(
                     session, runtime, {**document, "region": body.region}, actor=principal.actor
                 )
-            except ValidationError as exc:
-                field = (
-                    f"services.{document['name']}.{exc.field}"
-                    if exc.field
-                    else f"services.{document['name']}"
-                )
-                raise ValidationError(
-                    f"service {document['name']}: {exc.message}", field=field, details=exc.details
+            except (ValidationError, ConflictError) as exc:
+                inner = exc.details.get("field") or getattr(exc, "field", None)
+                field = f"services.{service}.{inner}" if inner else f"services.{service}"
+                raise type(exc)(
+                    f"service {service}: {exc.message}", details={**exc.details, "field": field}
                 ) from exc
             created.append(application_out(app))
     return {"applications": created, "unsupported": result.unsupported, "warnings": result.warnings}
