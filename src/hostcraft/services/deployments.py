@@ -60,6 +60,8 @@ _app_locks: dict[int, threading.Lock] = {}
 _app_locks_guard = threading.Lock()
 
 
+# NOTE: the lock and the store check serialize deploys within one process; two API replicas on
+# one PostgreSQL store could each start a deployment of the same app at the same moment.
 def _app_lock(app_id: int) -> threading.Lock:
     with _app_locks_guard:
         return _app_locks.setdefault(app_id, threading.Lock())
@@ -255,6 +257,7 @@ def resolve_digest(client: docker.DockerClient, image: str) -> str:
     """Pin ``repo:tag`` to ``repo:tag@sha256:…`` as the registry reports it now."""
     if "@sha256:" in image:
         return image
+    # NOTE: no registry credentials are sent, so images that need a login cannot be resolved yet.
     try:
         descriptor = client.api.inspect_distribution(image)["Descriptor"]
     except docker.errors.APIError as exc:
