@@ -434,7 +434,17 @@ def test_deployment_interrupted_by_restart_is_resumed(cluster: Cluster, manager:
         spec = {
             key: value
             for key, value in stored.items()
-            if key not in ("id", "region", "regionId", "serviceId", "createdAt", "updatedAt")
+            if key
+            not in (
+                "id",
+                "region",
+                "regionId",
+                "serviceId",
+                "createdAt",
+                "updatedAt",
+                "lastDeployment",
+                "lastSucceededDeployment",
+            )
         }
         row = Deployment(
             application_id=app["id"],

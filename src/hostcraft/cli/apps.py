@@ -127,6 +127,7 @@ def update(
 def list_apps(
     project: str | None = typer.Option(None, "--project"), output: OutputFormat = OutputOption
 ) -> None:
+    """List applications, optionally of one project."""
     apps = ApiClient().get("/api/applications", project=project)
     emit(apps, output, lambda: print_table(apps, APP_COLUMNS))
 
@@ -136,8 +137,31 @@ def show(
     application: str = typer.Argument(..., help="Id, name or project/name."),
     output: OutputFormat = OutputOption,
 ) -> None:
+    """Show an application's stored document and its last deployments."""
     record = resolve(ApiClient(), application)
-    emit(record, output, lambda: console.print_json(json.dumps(record)))
+
+    def render() -> None:
+        print_record(
+            record,
+            [
+                *APP_COLUMNS,
+                ("ENDPOINT MODE", "endpointMode"),
+                ("ENV", lambda r: ", ".join(sorted(r.get("env") or {}))),
+                ("SECRETS", lambda r: ", ".join(s["name"] for s in r.get("secrets") or [])),
+                ("VOLUMES", lambda r: ", ".join(v["name"] for v in r.get("volumes") or [])),
+                ("LAST DEPLOYMENT", lambda r: _summary(r.get("lastDeployment"))),
+                ("RUNNING", lambda r: _summary(r.get("lastSucceededDeployment"))),
+            ],
+        )
+
+    emit(record, output, render)
+
+
+def _summary(deployment: dict[str, Any] | None) -> str:
+    if not deployment:
+        return "none"
+    image = deployment["imageDigestReference"] or ""
+    return f"{deployment['id']} ({deployment['kind']}, {deployment['status']}) {image}"
 
 
 @app.command("deploy")
@@ -158,6 +182,7 @@ def scale(
     replicas: int = typer.Argument(..., min=0),
     output: OutputFormat = OutputOption,
 ) -> None:
+    """Change the number of replicas (a deployment of kind scale)."""
     client = ApiClient()
     deployment = client.post(
         f"/api/applications/{resolve(client, application)['id']}/scale", {"replicas": replicas}
@@ -185,6 +210,7 @@ def rollback(
 
 @app.command("history")
 def history(application: str = typer.Argument(...), output: OutputFormat = OutputOption) -> None:
+    """List an application's deployments, newest first."""
     client = ApiClient()
     rows = client.get(f"/api/applications/{resolve(client, application)['id']}/deployments")
     emit(rows, output, lambda: print_table(rows, DEPLOYMENT_COLUMNS))
@@ -192,6 +218,7 @@ def history(application: str = typer.Argument(...), output: OutputFormat = Outpu
 
 @app.command("volumes")
 def volumes(application: str = typer.Argument(...), output: OutputFormat = OutputOption) -> None:
+    """List an application's volumes with driver, node and size."""
     client = ApiClient()
     rows = client.get(f"/api/applications/{resolve(client, application)['id']}/volumes")
     emit(
@@ -225,7 +252,7 @@ def import_file(
     file: Path = typer.Argument(..., help="docker-compose.yml or a stack file."),
     project: str = typer.Option("default", "--project", help="Project the applications belong to."),
     region: str | None = typer.Option(
-        None, "--region", help="Region code or id [default: the primary region]."
+        None, "--region", help="Region code or id (default: the primary region)."
     ),
     deploy: bool = typer.Option(False, "--deploy", help="Deploy every imported application."),
     secrets_file: Path | None = typer.Option(

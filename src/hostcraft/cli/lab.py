@@ -53,10 +53,10 @@ def up(
     managers: int = typer.Option(3, "--managers", min=1, max=9),
     workers: int = typer.Option(2, "--workers", min=0, max=20),
     subnet: str | None = typer.Option(
-        None, "--subnet", help="IPv4 /24 for the lab bridge [default: a free 10.77.k.0/24]."
+        None, "--subnet", help="IPv4 /24 for the lab bridge (default: a free 10.77.k.0/24)."
     ),
     region: str | None = typer.Option(
-        None, "--region", help="Region code for --register [default: the lab name]."
+        None, "--region", help="Region code for --register (default: the lab name)."
     ),
     register: bool = typer.Option(
         False,

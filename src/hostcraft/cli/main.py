@@ -46,13 +46,13 @@ def login(
 @app.command()
 def up(
     host: str = typer.Option(
-        None, "--host", help="Address to listen on [default: HOSTCRAFT_HOST or 127.0.0.1]."
+        None, "--host", help="Address to listen on (default: HOSTCRAFT_HOST or 127.0.0.1)."
     ),
-    port: int = typer.Option(None, "--port", help="Port to listen on [default: HOSTCRAFT_PORT or 8080]."),
+    port: int = typer.Option(None, "--port", help="Port to listen on (default: HOSTCRAFT_PORT or 8080)."),
     engine: bool | None = typer.Option(
         None,
         "--engine/--no-engine",
-        help="Run the engine loops in this process [default: HOSTCRAFT_ENGINE_ENABLED].",
+        help="Run the engine loops in this process (default: HOSTCRAFT_ENGINE_ENABLED).",
     ),
 ) -> None:
     """Run the API and the engine in one process (the embedded set-up)."""

@@ -98,6 +98,10 @@ def _node_row(node: dict[str, Any], servers: dict[str, Server]) -> dict[str, Any
     status = node.get("Status") or {}
     manager = node.get("ManagerStatus") or {}
     server = servers.get(node["ID"])
+    address = status.get("Addr")
+    if address in (None, "0.0.0.0") and manager.get("Addr"):  # noqa: S104 - Swarm's value, not a bind
+        # Swarm reports the new leader's own address as 0.0.0.0 for a while after an election.
+        address = str(manager["Addr"]).rsplit(":", 1)[0]
     # Only nodes with a ManagerStatus are Raft members. After forceNewCluster, the old managers
     # keep Spec.Role == "manager" without being members, and must not count toward the quorum.
     return {
@@ -107,7 +111,7 @@ def _node_row(node: dict[str, Any], servers: dict[str, Server]) -> dict[str, Any
         "desiredRole": spec.get("Role"),
         "state": status.get("State"),
         "availability": spec.get("Availability"),
-        "address": status.get("Addr"),
+        "address": address,
         "reachability": manager.get("Reachability"),
         "leader": bool(manager.get("Leader")),
         "serverId": server.id if server else None,
@@ -213,9 +217,13 @@ def _engine_row(server: Server, runtime: Runtime, errors: list[str]) -> tuple[di
             client.ping()  # /_ping does not involve the swarm, so it returns while info() hangs
             swarm = _swarm_info_or_none(client)
     except (HostCraftError, OSError, docker.errors.DockerException) as exc:
-        row["state"] = "down"
-        errors.append(f"{server.name}: {getattr(exc, 'message', None) or exc}")
-        return row, {}
+        if not _timed_out(exc):
+            row["state"] = "down"
+            errors.append(f"{server.name}: {getattr(exc, 'message', None) or exc}")
+            return row, {}
+        # A timeout means the engine accepted the connection but is blocked, as dockerd is while
+        # its manager waits for a leader; a refused connection means it is down.
+        swarm = None
     if swarm is None:
         # The engine returns but its swarm state does not, as on a manager waiting for a leader.
         row["reachability"] = "reachable" if row["role"] == "manager" else None
@@ -288,6 +296,18 @@ def _report_without_quorum(
         checked_at=utcnow(),
         errors=errors,
     )
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a timeout (not a refused connection) is at the root of an engine error."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, requests.exceptions.Timeout | TimeoutError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _swarm_info_or_none(client: docker.DockerClient) -> dict[str, Any] | None:
@@ -521,7 +541,7 @@ def _guard(
         raise QuorumLost(
             f"cannot {change} {server.name}: the region's swarm has no quorum, so its cluster state is "
             f"read-only ({report.assessment.reachable_managers} of {report.assessment.managers} managers "
-            f"reachable, quorum {report.assessment.quorum}). " + " ".join(report.errors),
+            f"reachable, quorum {report.assessment.quorum}). " + "; ".join(report.errors),
         )
     node = next((row for row in report.nodes if row["nodeId"] == server.swarm_node_id), None)
     if node is None or node["role"] != "manager":

@@ -100,6 +100,9 @@ def start_deployment(
                 "never interleave, so wait for it to finish",
                 details={"deploymentId": running.id},
             )
+        # A deployment is a cluster write: without quorum it is refused (503) before anything changes.
+        with any_manager(session, runtime, app.region_id, require_quorum=True):
+            pass
         if prepare is not None:
             prepare(app)
         document = copy.deepcopy(spec or app.spec)
@@ -453,7 +456,12 @@ def monitor(
                     f"{rolled_back_by_hostcraft}; HostCraft rolled the service back "
                     "to its previous spec, which is running again",
                 )
-            return Outcome("rolled_back", f"Swarm rolled the update back: {message}")
+            reasons = _task_errors(client, service_id, deployment_id)
+            return Outcome(
+                "rolled_back",
+                f"Swarm rolled the update back: {message}"
+                + (f"; new tasks: {'; '.join(reasons)}" if reasons else ""),
+            )
         elif state == "rollback_paused":
             return Outcome("failed", f"Swarm paused the rollback: {message}; the service needs attention")
         elif state in (None, "completed") and _converged(client, service_id, deployment_id, replicas):
@@ -465,6 +473,21 @@ def monitor(
         f"timed out after {timeout:.0f} s before every task ran the new spec"
         + (f"; task errors: {'; '.join(errors[:3])}" if errors else ""),
     )
+
+
+def _task_errors(client: docker.DockerClient, service_id: str, deployment_id: int) -> list[str]:
+    """Distinct errors of the tasks that ran this deployment (exits, failed health checks)."""
+    errors = []
+    for task in _tasks_of(client, service_id):
+        if task["Spec"]["ContainerSpec"].get("Labels", {}).get(LABEL_DEPLOYMENT) != str(deployment_id):
+            continue
+        status = task["Status"]
+        text = status.get("Err") or (
+            status.get("Message") if status.get("State") in ("failed", "rejected") else None
+        )
+        if text and text not in errors:
+            errors.append(text)
+    return errors[:3]
 
 
 def _converged(client: docker.DockerClient, service_id: str, deployment_id: int, replicas: int) -> bool:

@@ -42,12 +42,14 @@ def record_event(
     )
     session.add(event)
     session.flush()
-    logger.info(
-        "%s %s %s: %s",
+    logger.log(
+        logging.WARNING if outcome in ("failed", "refused") else logging.INFO,
+        "%s %s %s: %s%s",
         action,
         target_type,
         target_name or target_id,
         outcome,
+        f" ({reason})" if reason else "",
         extra={"actor": actor, "target_type": target_type, "target_id": target_id, "reason": reason},
     )
     return event

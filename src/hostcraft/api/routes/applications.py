@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query, Response, status
 from pydantic import Field, StrictInt
+from sqlalchemy import select
+from sqlalchemy.orm import object_session
 
 from hostcraft.api.auth import Principal, current_principal, get_runtime
 from hostcraft.api.schemas import Body as BodyModel
@@ -29,13 +31,33 @@ class ImportIn(BodyModel):
     secret_values: dict[str, str] = Field(default_factory=dict, repr=False)
 
 
+def _deployment_summary(deployment: Deployment | None) -> dict[str, Any] | None:
+    if deployment is None:
+        return None
+    return {
+        "id": deployment.id,
+        "kind": deployment.kind,
+        "status": deployment.status,
+        "imageDigestReference": deployment.image_digest_reference,
+    }
+
+
 def application_out(app: Application) -> dict[str, Any]:
+    """The stored document, plus the last deployment and the last one that succeeded (what runs)."""
+    session = object_session(app)
+    latest = succeeded = None
+    if session is not None:
+        query = select(Deployment).where(Deployment.application_id == app.id).order_by(Deployment.id.desc())
+        latest = session.scalars(query.limit(1)).first()
+        succeeded = session.scalars(query.where(Deployment.status == "succeeded").limit(1)).first()
     return {
         "id": app.id,
         **app.spec,
         "region": app.region.code,
         "regionId": app.region_id,
         "serviceId": app.service_id,
+        "lastDeployment": _deployment_summary(latest),
+        "lastSucceededDeployment": _deployment_summary(succeeded),
         "createdAt": app.created_at.isoformat().replace("+00:00", "Z"),
         "updatedAt": app.updated_at.isoformat().replace("+00:00", "Z"),
     }
@@ -162,8 +184,6 @@ def restart(
 
 @router.get("/api/applications/{app_id}/deployments")
 def history(app_id: int, runtime: Runtime = Depends(get_runtime)) -> list[dict[str, Any]]:
-    from sqlalchemy import select
-
     with runtime.store.session() as session:
         applications.get_application(session, app_id)
         rows = session.scalars(
