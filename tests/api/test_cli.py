@@ -197,5 +197,5 @@ def test_up_starts_without_an_engine_and_says_what_to_do(tmp_path: Path) -> None
         output = control.start()
     finally:
         control.stop()
-    assert "no local Docker engine answered at unix:///run/hostcraft-none.sock" in output
+    assert "no local Docker engine responded at unix:///run/hostcraft-none.sock" in output
     assert "hostcraft server add NAME --endpoint URL --region CODE" in output

@@ -284,7 +284,7 @@ def connect(
         yield client
     except requests.exceptions.RequestException as exc:
         raise EngineUnavailable(
-            f"engine at {endpoint.url} did not answer: {type(exc).__name__}: {exc}",
+            f"engine at {endpoint.url} did not respond: {type(exc).__name__}: {exc}",
             details={"endpoint": endpoint.url},
         ) from exc
     except docker.errors.APIError as exc:

@@ -37,7 +37,7 @@ def classify(
 ) -> tuple[ServerStatus, list[str]]:
     """Return the status and every reason that lowered it."""
     if not sample.reachable:
-        return ServerStatus.UNREACHABLE, [f"engine unreachable: {sample.error or 'no answer'}"]
+        return ServerStatus.UNREACHABLE, [f"engine unreachable: {sample.error or 'no response'}"]
     reasons: list[str] = []
     if sample.latency_ms is not None and sample.latency_ms > thresholds.max_latency_ms:
         reasons.append(

@@ -57,7 +57,7 @@ def register_local_engine(runtime: Runtime, endpoint: str) -> str:
                 )
         except HostCraftError as exc:
             return (
-                f"no local Docker engine answered at {endpoint} ({exc.message}); HostCraft runs anyway. "
+                f"no local Docker engine responded at {endpoint} ({exc.message}); HostCraft runs anyway. "
                 "Add a server with: hostcraft server add NAME --endpoint URL --region CODE"
             )
         return f"registered the local engine as server {server.name!r} in region {server.region.code!r}"

@@ -280,7 +280,7 @@ def _report_without_quorum(
         # A majority of manager engines answer but none lists the nodes: a leader election is under
         # way (about 10 to 15 s after a leader dies), or the managers cannot reach each other.
         assessment.advice.append(
-            "no leader right now although a majority of manager engines answer: an election is under "
+            "no leader right now although a majority of manager engines respond: an election is under "
             "way, or the managers cannot reach each other; cluster writes wait until a leader exists"
         )
     return ClusterReport(
@@ -649,7 +649,7 @@ def leave_swarm(
                 setattr(server, column, None)
             session.commit()
             return operation.done(
-                f"removed {server.name} from the swarm: its engine does not answer, so it was demoted and "
+                f"removed {server.name} from the swarm: its engine does not respond, so it was demoted and "
                 "removed through another manager",
                 nodeId=node_id,
                 nodeEntryRemoved=True,

@@ -107,7 +107,7 @@ def any_manager(
                     details={"attempts": [a.__dict__ for a in attempts]},
                 )
             raise EngineUnavailable(
-                f"no manager of region {region_id} answered (tried {tried})",
+                f"no manager of region {region_id} responded (tried {tried})",
                 details={"attempts": [a.__dict__ for a in attempts]},
             )
         server, client = found
