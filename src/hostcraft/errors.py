@@ -8,7 +8,7 @@
     ├── NotFound                   404  not_found
     ├── ConflictError              409  conflict
     │   └── QuorumError            409  quorum_guard       (the arithmetic is in ``details``)
-    ├── EngineUnavailable          503  engine_unavailable  (a Docker engine did not answer)
+    ├── EngineUnavailable          503  engine_unavailable  (a Docker engine did not respond)
     │   └── QuorumLost             503  quorum_lost         (cluster writes while Raft has no quorum)
     ├── OperationTimedOut          504  timeout             (a change did not settle in time)
     └── LabError                   400  lab_error           (the local test lab cannot do this)
@@ -94,7 +94,7 @@ class QuorumLost(EngineUnavailable):
 
 
 class OperationTimedOut(HostCraftError):
-    """A change was sent but did not settle within its time limit; the message says what was undone."""
+    """A change was sent but did not settle within its time limit; the message states what was undone."""
 
     status_code = 504
     code = "timeout"

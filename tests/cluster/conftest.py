@@ -38,7 +38,7 @@ class Cluster:
         return dict(response.json())
 
     def manager_client(self) -> Any:
-        """A Docker client to any manager whose engine answers."""
+        """Return a Docker client to any manager whose engine responds."""
         for node in self.lab.nodes:
             if node.role != "manager":
                 continue

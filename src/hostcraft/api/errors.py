@@ -34,7 +34,12 @@ def _field_path(location: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(part) for part in location if part not in ("body", "query", "path", "header")]
     path = ""
     for part in parts:
-        path += f"[{part}]" if part.isdigit() else (f".{part}" if path else part)
+        if part.isdigit():
+            path += f"[{part}]"
+        elif path:
+            path += f".{part}"
+        else:
+            path = part
     return path
 
 

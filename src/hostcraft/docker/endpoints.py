@@ -253,7 +253,7 @@ def connect(
     """Yield a Docker client for the endpoint, with the API version negotiated.
 
     Raises ValidationError for key material the endpoint rejects (TLS, host key, SSH auth)
-    and EngineUnavailable when the engine does not answer.
+    and EngineUnavailable when the engine does not respond.
     """
     endpoint = parse_endpoint(endpoint_url)
     credentials = credentials or Credentials()

@@ -60,7 +60,7 @@ class EngineFacts:
 
 @dataclass
 class SwarmView:
-    """Swarm membership of a node, as the node itself sees it."""
+    """Swarm membership of a node, as the node itself reports it."""
 
     local_state: str
     node_id: str | None = None
@@ -142,13 +142,19 @@ def read_engine_facts(client: docker.DockerClient) -> EngineFacts:
         data_root=info.get("DockerRootDir") or "/var/lib/docker",
         swarm_state=swarm.get("LocalNodeState") or "inactive",
         swarm_node_id=node_id,
-        swarm_role=("manager" if is_manager else "worker") if node_id else None,
+        swarm_role=_role(node_id, is_manager),
         swarm_availability=availability,
         swarm_cluster_id=cluster.get("ID") or None,
         swarm_node_address=node_address,
         swarm_error=swarm.get("Error") or None,
         remote_managers=[m.get("Addr", "") for m in swarm.get("RemoteManagers") or [] if m.get("Addr")],
     )
+
+
+def _role(node_id: str | None, is_manager: bool) -> str | None:
+    if not node_id:
+        return None
+    return "manager" if is_manager else "worker"
 
 
 def read_swarm_view(client: docker.DockerClient, facts: EngineFacts) -> SwarmView:

@@ -1,7 +1,7 @@
 """Swarm operations on one engine, through the Engine API. No policy lives here.
 
 Every node or service update carries the object's version, so a concurrent change makes the
-update fail instead of being overwritten. Swarm's "no leader" answer becomes ``QuorumLost``.
+update fail instead of being overwritten. Swarm's "no leader" error becomes ``QuorumLost``.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ class HealthSample:
     resources: dict[str, Any] = field(default_factory=dict)
     peers: list[dict[str, Any]] = field(default_factory=list)
     expected_in_swarm: bool = False
-    facts: Any = None  # the engine facts read during the measurement, when the engine answered
+    facts: Any = None  # the engine facts read during the measurement, when the engine responded
 
 
 def classify(

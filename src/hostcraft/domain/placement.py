@@ -41,7 +41,7 @@ def _attribute(node: PlacementNode, key: str) -> str | None:
 
 
 def satisfies(node: PlacementNode, constraint: str) -> bool:
-    """Whether ``node`` meets one constraint expression such as ``node.role==worker``."""
+    """Return whether ``node`` meets one constraint expression such as ``node.role==worker``."""
     for operator in ("!=", "=="):
         if operator in constraint:
             key, expected = (part.strip() for part in constraint.split(operator, 1))

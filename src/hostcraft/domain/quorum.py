@@ -122,7 +122,7 @@ class ClusterAssessment:
 
 
 def assess_cluster(nodes: list[NodeState]) -> ClusterAssessment:
-    """Classify a region's cluster from the state of its nodes and say what to improve."""
+    """Classify a region's cluster from the state of its nodes, and list what to improve."""
     managers = [n for n in nodes if n.role == "manager"]
     workers = [n for n in nodes if n.role == "worker"]
     total = len(managers)

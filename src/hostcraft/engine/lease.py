@@ -1,4 +1,4 @@
-"""The engine lease: one row in the store says which HostCraft process runs the engine loops."""
+"""The engine lease: one row in the store names the HostCraft process that runs the engine loops."""
 
 from __future__ import annotations
 

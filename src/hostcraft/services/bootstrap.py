@@ -36,7 +36,7 @@ def bootstrap(runtime: Runtime, *, local_engine: str) -> BootstrapResult:
 
 
 def register_local_engine(runtime: Runtime, endpoint: str) -> str:
-    """Register the local engine in the default region when it answers; say what happened."""
+    """Register the local engine in the default region when it responds, and return what happened."""
     with runtime.store.session() as session:
         existing = session.scalar(select(Server).where(Server.endpoint == endpoint))
         if existing is not None:

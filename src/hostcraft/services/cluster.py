@@ -222,7 +222,7 @@ def _engine_row(server: Server, runtime: Runtime, errors: list[str]) -> tuple[di
             errors.append(f"{server.name}: {getattr(exc, 'message', None) or exc}")
             return row, {}
         # A timeout means the engine accepted the connection but is blocked, as dockerd is while
-        # its manager waits for a leader; a refused connection means it is down.
+        # its manager waits for a leader. A refused connection means it is down.
         swarm = None
     if swarm is None:
         # The engine returns but its swarm state does not, as on a manager waiting for a leader.
@@ -260,7 +260,7 @@ def _report_without_quorum(
             "(hostcraft swarm init SERVER --advertise-address IP)"
         )
 
-    # Engines that answer count as reachable managers. The manager total is a survivor's last view
+    # Manager engines that respond count as reachable. The manager total is a survivor's last view
     # of the cluster when one has it, because HostCraft may not know every manager.
     states = [_node_state(row) for row in rows]
     known_managers = sum(1 for state in states if state.role == "manager")
@@ -277,7 +277,7 @@ def _report_without_quorum(
         )
     assessment = assess_cluster(states)
     if assessment.reachable_managers >= assessment.quorum and assessment.managers:
-        # A majority of manager engines answer but none lists the nodes: a leader election is under
+        # A majority of manager engines respond but none lists the nodes: a leader election is under
         # way (about 10 to 15 s after a leader dies), or the managers cannot reach each other.
         assessment.advice.append(
             "no leader right now although a majority of manager engines respond: an election is under "
@@ -299,7 +299,7 @@ def _report_without_quorum(
 
 
 def _timed_out(exc: BaseException) -> bool:
-    """Whether a timeout (not a refused connection) is at the root of an engine error."""
+    """Return whether a timeout, not a refused connection, caused an engine error."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

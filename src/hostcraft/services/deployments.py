@@ -60,8 +60,8 @@ _app_locks: dict[int, threading.Lock] = {}
 _app_locks_guard = threading.Lock()
 
 
-# NOTE: the lock and the store check serialize deploys within one process; two API replicas on
-# one PostgreSQL store could each start a deployment of the same app at the same moment.
+# NOTE: the lock and the store check serialize deploys within one process only. Two API replicas
+# on one PostgreSQL store could each start a deployment of the same app at the same moment.
 def _app_lock(app_id: int) -> threading.Lock:
     with _app_locks_guard:
         return _app_locks.setdefault(app_id, threading.Lock())
@@ -167,7 +167,7 @@ def rollback_to(
 
 
 def run_deployment(runtime: Runtime, deployment_id: int) -> None:
-    """Run one deployment to its terminal state; never raises."""
+    """Run one deployment to its terminal state and record it; errors of the deployment become ``failed``."""
     with runtime.store.session() as session:
         deployment = session.get(Deployment, deployment_id)
         if deployment is None:
@@ -213,7 +213,7 @@ def _deploy(session: Session, runtime: Runtime, app: Application, deployment: De
         network_id = _ensure_network(client, app.project)
         secret_refs = _ensure_secrets(client, app, document, secret_values(app, runtime))
         pinned = _pin_local_volumes(session, client, app, document)
-        # The spec's plan knows what two tasks cannot share (a local volume, a host port), and then
+        # The spec's plan lists what two tasks cannot share (a local volume, a host port), and then
         # keeps stop-first order instead of running two containers on one volume.
         plan = validate_application(document, require_secret_values=False).update_plan()
         deployment.corrections = list(plan.corrections)
@@ -324,7 +324,7 @@ def _ensure_secrets(
 def _pin_local_volumes(
     session: Session, client: docker.DockerClient, app: Application, document: dict[str, Any]
 ) -> str | None:
-    """Return the node that holds the app's node-local volumes, choosing one on first deploy."""
+    """Return the node that stores the app's node-local volumes, choosing one on first deploy."""
     local = [v for v in document.get("volumes") or [] if (v.get("driver") or "local") == "local"]
     if not local:
         return None
@@ -507,7 +507,7 @@ def _converged(client: docker.DockerClient, service_id: str, deployment_id: int,
 def reconcile_paused_updates(runtime: Runtime) -> list[str]:
     """Roll back every application service whose update Swarm left paused; return their names.
 
-    HostCraft never asks Swarm to pause, but an update started elsewhere (``docker service
+    HostCraft never sets failure action ``pause``, but an update started elsewhere (``docker service
     update``) can pause with old and new tasks both serving. Apps with a deployment in progress
     are left to that deployment's monitor.
     """

@@ -12,8 +12,8 @@ every replica is on that node is down in between. HostCraft drains in this order
 4. drain the node and wait until its tasks have moved and every service has converged;
 5. restore the original replica counts.
 
-Whatever fails, original replica counts are restored and a node that was never drained gets
-its original availability back.
+On any failure HostCraft restores the original replica counts, and gives a node that was never
+drained its original availability back; a restore that itself fails is logged.
 """
 
 from __future__ import annotations

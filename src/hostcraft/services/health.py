@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 def measure_server(server: Server, runtime: Runtime) -> HealthSample:
-    """Measure a server through its engine; never raises for an engine that does not answer."""
+    """Measure a server through its engine; never raises for an engine that does not respond."""
     sample = HealthSample(reachable=False, expected_in_swarm=bool(server.swarm_node_id))
     try:
         with engine_client(server, runtime) as client:

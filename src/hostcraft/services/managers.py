@@ -1,6 +1,6 @@
-"""Reach a region's swarm through any manager that answers.
+"""Reach a region's swarm through any manager that responds.
 
-HostCraft never depends on one manager: it tries the manager that answered last, then every
+HostCraft never depends on one manager: it tries the manager that responded last, then every
 other server of the region, and moves on when the leader or its current manager dies.
 """
 
@@ -59,7 +59,7 @@ def any_manager(
     """Yield a manager of the region and a client to it.
 
     With ``require_quorum``, only a manager that can list nodes (the swarm has a leader) is
-    accepted; QuorumLost is raised when managers answer but none has quorum.
+    accepted; QuorumLost is raised when managers respond but none has quorum.
     """
     attempts: list[ManagerAttempt] = []
     found: tuple[Server, docker.DockerClient] | None = None
@@ -124,7 +124,7 @@ def check_quorum(nodes: list[dict[str, Any]], via: str) -> None:
 
     After losing quorum, a Swarm leader keeps serving reads from its store for several seconds
     (about 15 s measured on Docker 20.10) and lists the lost managers as unreachable, so a node
-    list that answers does not prove the cluster can accept writes.
+    list that returns does not prove the cluster can accept writes.
     """
     managers = [node for node in nodes if node.get("ManagerStatus")]
     reachable = sum(1 for node in managers if node["ManagerStatus"].get("Reachability") == "reachable")

@@ -14,7 +14,7 @@ from hostcraft.docker.endpoints import Credentials, check_credentials, connect, 
 from hostcraft.docker.facts import EngineFacts, read_engine_facts
 from hostcraft.errors import ConflictError, EngineUnavailable, NotFound, ValidationError
 from hostcraft.runtime import Runtime
-from hostcraft.services.events import record_event
+from hostcraft.services.events import audit, record_event
 from hostcraft.services.regions import find_region
 from hostcraft.store.models import Server, utcnow
 
@@ -126,7 +126,7 @@ def _resolve_region_id(session: Session, reference: int | str | None) -> int:
 
 
 def create_server(session: Session, runtime: Runtime, data: ServerInput, *, actor: str) -> Server:
-    """Register a server; unless skip_validation, the engine must answer first."""
+    """Register a server; unless skip_validation, the engine must respond first."""
     name = _check_name(session, data.name or "")
     endpoint = parse_endpoint(data.endpoint or "").url
     region_id = _resolve_region_id(session, data.region)
@@ -260,8 +260,9 @@ def validate_server(session: Session, runtime: Runtime, server_id: int, *, actor
     try:
         facts = _probe(server.endpoint, credentials_for(server, runtime), runtime)
     except ValidationError as exc:
-        record_event(
-            session,
+        # The request fails, so the event goes in its own transaction to survive the rollback.
+        audit(
+            runtime,
             actor=actor,
             action="server.validate",
             target_type="server",
@@ -270,7 +271,6 @@ def validate_server(session: Session, runtime: Runtime, server_id: int, *, actor
             outcome="failed",
             reason=exc.message,
         )
-        session.commit()
         raise
     apply_facts(server, facts)
     record_event(

@@ -60,7 +60,7 @@ def list_tokens(session: Session) -> list[ApiToken]:
 
 
 def revoke_token(session: Session, token_id: int) -> tuple[ApiToken, bool]:
-    """Revoke a token; the flag says whether it was still active (revoking twice changes nothing)."""
+    """Revoke a token; the flag is true when it was still active (revoking twice changes nothing)."""
     row = session.get(ApiToken, token_id)
     if row is None:
         raise NotFound(f"token {token_id} not found")

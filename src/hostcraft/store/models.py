@@ -203,7 +203,7 @@ class Deployment(Base):
 
 
 class AppVolume(Base):
-    """A named volume of an application and, for node-local drivers, the node that holds it."""
+    """A named volume of an application and, for node-local drivers, the node that stores it."""
 
     __tablename__ = "app_volumes"
     __table_args__ = (UniqueConstraint("application_id", "name"), {"sqlite_autoincrement": True})

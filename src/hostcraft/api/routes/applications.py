@@ -43,7 +43,7 @@ def _deployment_summary(deployment: Deployment | None) -> dict[str, Any] | None:
 
 
 def application_out(app: Application) -> dict[str, Any]:
-    """The stored document, plus the last deployment and the last one that succeeded (what runs)."""
+    """Return the stored document, the last deployment, and the last one that succeeded (what runs)."""
     session = object_session(app)
     latest = succeeded = None
     if session is not None:

@@ -1,6 +1,6 @@
 """Swarm operations on servers, and the cluster report of a region.
 
-Drain, activate, promote, demote and leave answer both at ``/api/servers/{id}/<action>`` (the
+Drain, activate, promote, demote and leave are served both at ``/api/servers/{id}/<action>`` (the
 architecture document's maintenance paths) and at ``/api/servers/{id}/swarm/<action>``.
 """
 
@@ -174,6 +174,6 @@ def region_cluster(region_id: int, runtime: Runtime = Depends(get_runtime)) -> d
 def region_join_tokens(
     region_id: int, runtime: Runtime = Depends(get_runtime), principal: Principal = Depends(require_admin)
 ) -> dict[str, str]:
-    """The swarm's join tokens (admin only; reading them is recorded as an event)."""
+    """Return the swarm's join tokens (admin only). Each read is recorded as an event."""
     with runtime.store.session() as session:
         return cluster.join_tokens_for_region(session, runtime, region_id, actor=principal.actor)

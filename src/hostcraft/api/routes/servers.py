@@ -66,7 +66,7 @@ def _input(body: ServerIn | ServerUpdate) -> servers.ServerInput:
 def create_server(
     body: ServerIn, runtime: Runtime = Depends(get_runtime), principal: Principal = Depends(current_principal)
 ) -> ServerOut:
-    """Register a server. The engine must answer unless ``skipValidation`` is true."""
+    """Register a server. The engine must respond unless ``skipValidation`` is true."""
     with runtime.store.session() as session:
         return server_out(servers.create_server(session, runtime, _input(body), actor=principal.actor))
 
@@ -134,7 +134,7 @@ def health_out(session: Session, server: Server, history: int) -> ServerHealthOu
 def get_health(
     server_id: int, history: int = Query(default=0, ge=0, le=1000), runtime: Runtime = Depends(get_runtime)
 ) -> ServerHealthOut:
-    """The newest health check and its status; ``history=N`` adds the N newest checks."""
+    """Return the newest health check and its status; ``history=N`` adds the N newest checks."""
     with runtime.store.session() as session:
         return health_out(session, servers.get_server(session, server_id), history)
 
