@@ -53,13 +53,15 @@ start_postgres() {
     for _ in $(seq 1 30); do postgres_answers && break; sleep 1; done
     postgres_answers || fail "PostgreSQL did not answer on 127.0.0.1:5432 within 30 s"
   fi
-  # A test role with a password made on this machine; kept in .hostcraft/ (ignored by git).
-  mkdir -p "$STATE_DIR"
-  if [[ ! -s "$STATE_DIR/pg-password" ]]; then
-    (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$STATE_DIR/pg-password")
+  # A test role with a password made once per machine and shared by every checkout on it, so
+  # two checkouts running their tests at once do not reset each other's password.
+  local password_file=/var/lib/hostcraft/test-pg-password
+  mkdir -p "$(dirname "$password_file")"
+  if [[ ! -s "$password_file" ]]; then
+    (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$password_file")
   fi
   local password
-  password=$(cat "$STATE_DIR/pg-password")
+  password=$(cat "$password_file")
   runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -v pw="$password" >/dev/null <<'SQL'
 SELECT 'CREATE ROLE hostcraft LOGIN CREATEDB' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hostcraft')\gexec
 ALTER ROLE hostcraft WITH LOGIN CREATEDB PASSWORD :'pw';

@@ -41,7 +41,9 @@ def migrate(engine: Engine) -> None:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        # "heads": features developed side by side add migration branches that a later
+        # merge revision joins; every branch is applied.
+        command.upgrade(config, "heads")
 
 
 class Store:
