@@ -226,3 +226,31 @@ class EngineLease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[dt.datetime] = mapped_column()
+
+
+class Alert(Base):
+    """One alert per cause: opened once, counted while it recurs, resolved once.
+
+    ``cause`` names what is wrong ("app:12:health", "region:3:quorum"); at most one alert per
+    cause is open at a time, so a recurring failure never produces a storm.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_cause_status", "cause", "status"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(40))
+    cause: Mapped[str] = mapped_column(String(200))
+    severity: Mapped[str] = mapped_column(String(16), default="critical")
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | resolved | suppressed
+    title: Mapped[str] = mapped_column(String(300))
+    message: Mapped[str] = mapped_column(Text, default="")
+    resolve_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    application_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    region_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    server_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    occurrences: Mapped[int] = mapped_column(Integer, default=1)
+    opened_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
