@@ -16,10 +16,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict, cast
-from urllib.parse import urlsplit
 
 from croniter import CroniterBadDateError, croniter
 
+from hostcraft.domain.probes import (
+    DEFAULT_SLA_TARGET_PERCENT,
+    ProbeOptions,
+    RecoveryOptions,
+    check_probe_url,
+    parse_probe_options,
+    parse_recovery_options,
+    parse_sla_target,
+)
 from hostcraft.domain.strategy import Healthcheck, Strategy, UpdatePlan, parse_strategy, plan_updates
 from hostcraft.errors import ValidationError
 
@@ -79,6 +87,9 @@ _FIELDS = (
     "healthCheckIntervalSeconds",
     "healthCheckTimeoutSeconds",
     "maxConsecutiveFailures",
+    "healthProbe",
+    "recovery",
+    "slaTarget",
     "backupSchedule",
     "backupRetentionDays",
 )
@@ -194,6 +205,9 @@ class AppSpec:
     health_check_interval_seconds: float = 60
     health_check_timeout_seconds: float = 10
     max_consecutive_failures: int = 3
+    health_probe: ProbeOptions = field(default_factory=ProbeOptions)
+    recovery: RecoveryOptions = field(default_factory=RecoveryOptions)
+    sla_target: float = DEFAULT_SLA_TARGET_PERCENT
     backup_schedule: str | None = None
     backup_retention_days: int = 30
 
@@ -247,6 +261,9 @@ class AppSpec:
             "healthCheckIntervalSeconds": self.health_check_interval_seconds,
             "healthCheckTimeoutSeconds": self.health_check_timeout_seconds,
             "maxConsecutiveFailures": self.max_consecutive_failures,
+            "healthProbe": self.health_probe.to_dict(),
+            "recovery": self.recovery.to_dict(),
+            "slaTarget": self.sla_target,
             "backupSchedule": self.backup_schedule,
             "backupRetentionDays": self.backup_retention_days,
         }
@@ -976,6 +993,9 @@ class _PolicyFields(TypedDict):
     health_check_interval_seconds: float
     health_check_timeout_seconds: float
     max_consecutive_failures: int
+    health_probe: ProbeOptions
+    recovery: RecoveryOptions
+    sla_target: float
     backup_schedule: str | None
     backup_retention_days: int
 
@@ -984,7 +1004,14 @@ def _health_and_backup_policy(raw: dict[str, Any], problems: _Problems) -> _Poli
     """Read the fields of HostCraft's own health probe and backup policy, as AppSpec arguments."""
     auto_restart = _boolean(raw.get("autoRestart"), "autoRestart", problems, default=True)
     auto_rollback = _boolean(raw.get("autoRollback"), "autoRollback", problems, default=True)
-    url = _health_check_url(raw.get("healthCheckUrl"), problems)
+    probe_options, found = parse_probe_options(raw.get("healthProbe"))
+    url, url_problems = check_probe_url(
+        raw.get("healthCheckUrl"), allow_link_local=probe_options.allow_link_local
+    )
+    recovery, recovery_problems = parse_recovery_options(raw.get("recovery"))
+    sla_target, sla_problems = parse_sla_target(raw.get("slaTarget"))
+    for path, message in [*found, *url_problems, *recovery_problems, *sla_problems]:
+        problems.add(path, message)
     interval = _seconds(
         raw.get("healthCheckIntervalSeconds"),
         "healthCheckIntervalSeconds",
@@ -1020,27 +1047,12 @@ def _health_and_backup_policy(raw: dict[str, Any], problems: _Problems) -> _Poli
         health_check_interval_seconds=interval,
         health_check_timeout_seconds=timeout,
         max_consecutive_failures=failures,
+        health_probe=probe_options,
+        recovery=recovery,
+        sla_target=sla_target,
         backup_schedule=schedule,
         backup_retention_days=retention,
     )
-
-
-def _health_check_url(value: object, problems: _Problems) -> str | None:
-    if value is None:
-        return None
-    expected = "expected an http:// or https:// URL such as 'https://api.example.com/health'"
-    if not isinstance(value, str) or any(character.isspace() for character in value):
-        problems.add("healthCheckUrl", f"invalid healthCheckUrl {value!r}: {expected}")
-        return None
-    try:
-        url = urlsplit(value)
-        url.port  # noqa: B018 - urlsplit checks the port only when it is read
-    except ValueError:
-        url = None
-    if url is None or url.scheme not in ("http", "https") or not url.hostname:
-        problems.add("healthCheckUrl", f"invalid healthCheckUrl {value!r}: {expected}")
-        return None
-    return value
 
 
 def _backup_schedule(value: object, problems: _Problems) -> str | None:
