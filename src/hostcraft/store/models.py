@@ -218,6 +218,105 @@ class AppVolume(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class AppHealth(Base):
+    """The probe state of one application, kept so that a restart of HostCraft resumes it."""
+
+    __tablename__ = "app_health"
+
+    application_id: Mapped[int] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="unknown")  # unknown | up | down
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    consecutive_successes: Mapped[int] = mapped_column(Integer, default=0)
+    failing_since: Mapped[dt.datetime | None] = mapped_column(default=None)
+    recovering_since: Mapped[dt.datetime | None] = mapped_column(default=None)
+    monitored_since: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_probe_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    last_ok: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    last_latency_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    source: Mapped[str] = mapped_column(String(16), default="probe")  # probe | swarm
+
+
+class ProbeResult(Base):
+    """One raw probe result; compacted into ``ProbeHourly`` after the raw retention period."""
+
+    __tablename__ = "probe_results"
+    __table_args__ = (
+        Index("ix_probe_results_app_at", "application_id", "at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"))
+    at: Mapped[dt.datetime] = mapped_column()
+    ok: Mapped[bool] = mapped_column(Boolean)
+    latency_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str | None] = mapped_column(String(500), default=None)
+    node: Mapped[str | None] = mapped_column(String(256), default=None)
+
+
+class ProbeHourly(Base):
+    """Probe results of one application in one hour, aggregated."""
+
+    __tablename__ = "probe_hourly"
+    __table_args__ = (UniqueConstraint("application_id", "hour"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"))
+    hour: Mapped[dt.datetime] = mapped_column()
+    probes: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    latency_sum_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_max_ms: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class Incident(Base):
+    """A period during which an application failed its health checks.
+
+    ``began_at`` is the first failure of the streak that opened it and ``ended_at`` the first
+    success of the streak that resolved it: the downtime that uptime figures count.
+    """
+
+    __tablename__ = "incidents"
+    __table_args__ = (Index("ix_incidents_app", "application_id", "began_at"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | resolved
+    began_at: Mapped[dt.datetime] = mapped_column()
+    opened_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    source: Mapped[str] = mapped_column(String(16), default="probe")
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    deployment_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    began_after_deployment: Mapped[bool] = mapped_column(Boolean, default=False)
+    recovery_status: Mapped[str] = mapped_column(String(16), default="none")  # none | acting | failed
+    recovery_message: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class RecoveryAction(Base):
+    """One rung of the recovery ladder taken for an incident."""
+
+    __tablename__ = "recovery_actions"
+    __table_args__ = (
+        Index("ix_recovery_actions_app_at", "application_id", "at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"))
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    rung: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    deployment_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    outcome: Mapped[str] = mapped_column(String(16), default="started")  # started | failed
+
+
 class EngineLease(Base):
     """The lease that lets exactly one HostCraft process run the engine loops."""
 
