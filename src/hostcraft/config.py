@@ -29,6 +29,14 @@ class Settings(BaseSettings):
     probe_image: str = "hostcraft/probe:1"
     local_engine: str = "unix:///var/run/docker.sock"
     health_history_per_server: int = Field(default=2880, ge=10)
+    # Application probes and the recovery ladder.
+    probes_enabled: bool = True
+    probe_max_concurrency: int = Field(default=500, ge=1)
+    probe_refresh_seconds: float = Field(default=5.0, gt=0)
+    recovery_interval_seconds: float = Field(default=5.0, gt=0)
+    probe_raw_retention_days: int = Field(default=7, ge=1)
+    probe_hourly_retention_days: int = Field(default=400, ge=1)
+    incident_deployment_window_seconds: float = Field(default=1800.0, ge=0)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from hostcraft.domain.probes import RecoveryOptions
 
@@ -108,3 +108,47 @@ def _reason(rung: Rung, situation: Situation) -> str:
         f"the incident began after a deployment: rolling back to deployment {situation.rollback_target}, "
         "the last one that succeeded"
     )
+
+
+FAILED_TASK_STATES = frozenset({"failed", "rejected"})
+
+
+def failing_node(tasks: list[dict[str, Any]], *, since: dt.datetime, minimum_failures: int = 2) -> str | None:
+    """Return the node id where the service's recent task failures concentrate, or None.
+
+    Failures concentrate on a node when it has at least ``minimum_failures`` failed tasks since
+    ``since``, at least three quarters of all of them, and some other node ran a task of the
+    service (so there is somewhere else to go).
+    """
+    failures: dict[str, int] = {}
+    nodes_used: set[str] = set()
+    for task in tasks:
+        node = task.get("NodeID")
+        if not node:
+            continue
+        nodes_used.add(node)
+        status = task.get("Status") or {}
+        if status.get("State") not in FAILED_TASK_STATES:
+            continue
+        timestamp = task_time(status.get("Timestamp"))
+        if timestamp is not None and timestamp >= since:
+            failures[node] = failures.get(node, 0) + 1
+    if not failures:
+        return None
+    node, count = max(failures.items(), key=lambda item: item[1])
+    if count < minimum_failures or count < 0.75 * sum(failures.values()) or len(nodes_used) < 2:
+        return None
+    return node
+
+
+def task_time(value: object) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    # Docker prints nanoseconds ("2026-12-04T10:00:00.123456789Z"); Python parses microseconds.
+    text = value.rstrip("Z")
+    head, _, fraction = text.partition(".")
+    try:
+        parsed = dt.datetime.fromisoformat(f"{head}.{fraction[:6].ljust(6, '0')}" if fraction else head)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=dt.UTC)

@@ -15,6 +15,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from hostcraft.engine.lease import acquire_lease, release_lease
+from hostcraft.engine.probes import ProbeEngine
 from hostcraft.runtime import Runtime
 from hostcraft.services.deployments import reconcile_paused_updates, resume_interrupted_deployments
 from hostcraft.services.health import check_server, prune_history
@@ -31,6 +32,8 @@ class Engine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health")
+        self.holding_lease = False
+        self.probes = ProbeEngine(runtime, active=lambda: self.holding_lease)
 
     @property
     def interval(self) -> float:
@@ -39,11 +42,14 @@ class Engine:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="hostcraft-engine", daemon=True)
         self._thread.start()
+        if self.runtime.settings.probes_enabled:
+            self.probes.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self.probes.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
         with self.runtime.store.session() as session:
             release_lease(session, holder=self.holder)
@@ -53,7 +59,8 @@ class Engine:
         resumed = False
         while not self._stop.is_set():
             try:
-                if self._hold_lease():
+                self.holding_lease = self._hold_lease()
+                if self.holding_lease:
                     if not resumed:
                         # NOTE: with several HostCraft processes, a deployment still running in a
                         # process that does not hold the lease would be run a second time here.

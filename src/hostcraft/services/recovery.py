@@ -1,0 +1,335 @@
+"""The recovery ladder in action, and the Swarm-side health check of apps without a URL.
+
+``run_recovery`` is called by the engine every few seconds: for each open incident it reads
+the situation, lets domain/recovery.py decide, and acts through the deployment service, so a
+recovery restart or rollback is a deployment like any other (serialized, monitored, recorded).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING, Any
+
+import docker
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from hostcraft.domain.recovery import (
+    FAILED_TASK_STATES,
+    Decision,
+    Rung,
+    Situation,
+    failing_node,
+    next_action,
+    task_time,
+)
+from hostcraft.errors import HostCraftError
+from hostcraft.services.alerts import notify_once, open_alert
+from hostcraft.services.applications import active_deployment
+from hostcraft.services.deployments import rollback_to, start_deployment
+from hostcraft.services.events import record_event
+from hostcraft.services.managers import any_manager
+from hostcraft.services.monitoring import (
+    MaintenanceLookup,
+    ProbeOutcome,
+    app_spec,
+    no_maintenance,
+    rollback_target,
+)
+from hostcraft.store.models import Application, Incident, RecoveryAction, utcnow
+
+if TYPE_CHECKING:
+    from hostcraft.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+ACTOR = "hostcraft-recovery"
+RESTART_LOOP_WINDOW = dt.timedelta(minutes=5)
+RESTART_LOOP_FAILURES = 3
+
+
+def run_recovery(
+    runtime: Runtime, *, now: dt.datetime | None = None, maintenance: MaintenanceLookup = no_maintenance
+) -> list[tuple[int, Decision]]:
+    """Take the next rung for every open incident that needs one; return the decisions made."""
+    now = now or utcnow()
+    with runtime.store.session() as session:
+        incident_ids = list(session.scalars(select(Incident.id).where(Incident.status == "open")))
+    decisions = []
+    for incident_id in incident_ids:
+        try:
+            with runtime.store.session() as session:
+                decision = _recover(session, runtime, incident_id, now=now, maintenance=maintenance)
+                session.commit()
+            if decision is not None:
+                decisions.append((incident_id, decision))
+        except Exception:
+            logger.exception("failed to run the recovery ladder", extra={"incident_id": incident_id})
+    return decisions
+
+
+def _recover(
+    session: Session,
+    runtime: Runtime,
+    incident_id: int,
+    *,
+    now: dt.datetime,
+    maintenance: MaintenanceLookup,
+) -> Decision | None:
+    incident = session.get(Incident, incident_id)
+    if incident is None or incident.status != "open":
+        return None
+    app = session.get(Application, incident.application_id)
+    if app is None:
+        return None
+    spec = app_spec(app)
+    situation = _situation(session, runtime, app, incident, now=now, maintenance=maintenance)
+    decision = next_action(situation, spec.recovery, now=now)
+    if decision.action in ("none", "wait"):
+        return decision
+    if decision.action == "give_up":
+        _give_up(session, app, incident, decision)
+        return decision
+    _act(session, runtime, app, incident, decision, situation)
+    return decision
+
+
+def _situation(
+    session: Session,
+    runtime: Runtime,
+    app: Application,
+    incident: Incident,
+    *,
+    now: dt.datetime,
+    maintenance: MaintenanceLookup,
+) -> Situation:
+    spec = app_spec(app)
+    actions = list(
+        session.scalars(
+            select(RecoveryAction)
+            .where(RecoveryAction.incident_id == incident.id)
+            .order_by(RecoveryAction.id)
+        )
+    )
+    in_last_hour = session.scalar(
+        select(func.count())
+        .select_from(RecoveryAction)
+        .where(RecoveryAction.application_id == app.id, RecoveryAction.at >= now - dt.timedelta(hours=1))
+    )
+    target = (
+        rollback_target(session, app.id, incident.deployment_id) if incident.began_after_deployment else None
+    )
+    taken: tuple[Rung, ...] = tuple(action.rung for action in actions)  # type: ignore[misc]
+    node = None
+    if spec.auto_restart and "restart" in taken and "move" not in taken:
+        node = _failing_node(session, runtime, app, since=incident.began_at - dt.timedelta(minutes=5))
+    return Situation(
+        auto_restart=spec.auto_restart,
+        auto_rollback=spec.auto_rollback,
+        in_maintenance=bool(maintenance(session, app, now, now + dt.timedelta(seconds=1))),
+        failing_node=node,
+        began_after_deployment=incident.began_after_deployment,
+        rollback_target=target.id if target is not None else None,
+        rungs_taken=taken,
+        last_action_at=actions[-1].at if actions else None,
+        actions_in_last_hour=int(in_last_hour or 0),
+        gave_up=incident.recovery_status == "failed",
+        deployment_running=active_deployment(session, app.id) is not None,
+    )
+
+
+def _failing_node(session: Session, runtime: Runtime, app: Application, *, since: dt.datetime) -> str | None:
+    if app.service_id is None:
+        return None
+    try:
+        with any_manager(session, runtime, app.region_id, require_quorum=True) as (_, client):
+            tasks = client.api.tasks(filters={"service": app.service_id})
+    except HostCraftError as exc:
+        logger.warning(
+            "failed to list tasks for the recovery ladder", extra={"app": app.id, "reason": exc.message}
+        )
+        return None
+    return failing_node(tasks, since=since)
+
+
+def _act(
+    session: Session,
+    runtime: Runtime,
+    app: Application,
+    incident: Incident,
+    decision: Decision,
+    situation: Situation,
+) -> None:
+    rung: Rung = decision.action  # type: ignore[assignment]
+    name = f"{app.project}/{app.name}"
+    try:
+        deployment_id = _start(session, runtime, app, rung, situation)
+    except HostCraftError as exc:
+        # Nothing changed (no quorum, another deployment started): the next tick decides again.
+        logger.warning(
+            "failed to start a recovery action", extra={"app": app.id, "rung": rung, "reason": exc.message}
+        )
+        return
+    session.refresh(incident)
+    action = RecoveryAction(
+        application_id=app.id,
+        incident_id=incident.id,
+        rung=rung,
+        reason=decision.reason,
+        at=utcnow(),
+        deployment_id=deployment_id,
+    )
+    session.add(action)
+    incident.recovery_status = "acting"
+    incident.recovery_message = decision.reason
+    session.flush()
+    record_event(
+        session,
+        actor=ACTOR,
+        action=f"recovery.{rung}",
+        target_type="application",
+        target_id=app.id,
+        target_name=name,
+        outcome="started",
+        reason=decision.reason,
+        details={"incidentId": incident.id, "deploymentId": deployment_id, "skipped": list(decision.skipped)},
+    )
+    notify_once(
+        session,
+        trigger="recovery_action",
+        cause=f"app:{app.id}:recovery:{action.id}",
+        title=f"{name}: recovery action {rung}",
+        message=decision.reason,
+        application_id=app.id,
+        region_id=app.region_id,
+        details={"incidentId": incident.id, "rung": rung, "deploymentId": deployment_id},
+    )
+    logger.info(
+        "recovery action started", extra={"app": app.id, "rung": rung, "deployment_id": deployment_id}
+    )
+
+
+def _start(session: Session, runtime: Runtime, app: Application, rung: Rung, situation: Situation) -> int:
+    if rung == "restart":
+        return start_deployment(session, runtime, app.id, actor=ACTOR, kind="restart").id
+    if rung == "rollback":
+        assert situation.rollback_target is not None
+        return rollback_to(session, runtime, situation.rollback_target, actor=ACTOR).id
+    document = _spec_avoiding(app.spec, situation.failing_node or "")
+    return start_deployment(session, runtime, app.id, actor=ACTOR, kind="move", spec=document).id
+
+
+def _spec_avoiding(spec: dict[str, Any], node_id: str) -> dict[str, Any]:
+    """Return the app document with one more placement constraint that keeps tasks off ``node_id``."""
+    document = copy.deepcopy(spec)
+    placement = dict(document.get("placement") or {})
+    constraints = list(placement.get("constraints") or [])
+    constraint = f"node.id!={node_id}"
+    if constraint not in constraints:
+        constraints.append(constraint)
+    placement["constraints"] = constraints
+    document["placement"] = placement
+    return document
+
+
+def _give_up(session: Session, app: Application, incident: Incident, decision: Decision) -> None:
+    name = f"{app.project}/{app.name}"
+    incident.recovery_status = "failed"
+    incident.recovery_message = decision.reason
+    record_event(
+        session,
+        actor=ACTOR,
+        action="recovery.failed",
+        target_type="application",
+        target_id=app.id,
+        target_name=name,
+        outcome="failed",
+        reason=decision.reason,
+        details={"incidentId": incident.id, "skipped": list(decision.skipped)},
+    )
+    open_alert(
+        session,
+        trigger="recovery_failed",
+        cause=f"app:{app.id}:recovery-failed",
+        title=f"{name}: automatic recovery failed",
+        message=f"{decision.reason}. The app needs an operator.",
+        application_id=app.id,
+        region_id=app.region_id,
+        details={"incidentId": incident.id},
+    )
+
+
+# The Swarm-side check of apps without a healthCheckUrl.
+
+
+def watch_service(runtime: Runtime, app_id: int, *, now: dt.datetime | None = None) -> ProbeOutcome:
+    """Check an app through Swarm: running tasks vs desired replicas, and no restart loop.
+
+    A task with a container healthcheck is reported ``running`` by Swarm only once it is healthy
+    (it stays ``starting`` before), and Swarm replaces unhealthy containers, which shows up as
+    failed tasks: so running tasks and recent failures cover container health too.
+    """
+    now = now or utcnow()
+    with runtime.store.session() as session:
+        app = session.get(Application, app_id)
+        if app is None or app.service_id is None:
+            return ProbeOutcome(app_id, now, ok=False, error="the app has no Swarm service")
+        try:
+            with any_manager(session, runtime, app.region_id, require_quorum=False) as (_, client):
+                return _service_outcome(client, app.id, app.service_id, now)
+        except HostCraftError as exc:
+            return ProbeOutcome(
+                app_id, now, ok=False, error=f"no manager of the region responded: {exc.message}"
+            )
+
+
+def _service_outcome(
+    client: docker.DockerClient, app_id: int, service_id: str, now: dt.datetime
+) -> ProbeOutcome:
+    started = utcnow()
+    try:
+        service = client.api.inspect_service(service_id)
+        tasks = client.api.tasks(filters={"service": service_id})
+    except docker.errors.NotFound:
+        return ProbeOutcome(app_id, now, ok=False, error=f"service {service_id} not found in the swarm")
+    except docker.errors.APIError as exc:
+        return ProbeOutcome(
+            app_id, now, ok=False, error=f"failed to read the service: {exc.explanation or exc}"
+        )
+    latency = (utcnow() - started).total_seconds() * 1000
+    replicated = (service["Spec"].get("Mode") or {}).get("Replicated")
+    desired = int(replicated.get("Replicas", 1)) if replicated else None
+    running = [
+        task
+        for task in tasks
+        if (task.get("Status") or {}).get("State") == "running" and task.get("DesiredState") == "running"
+    ]
+    recent_failures = _recent_failures(tasks, since=now - RESTART_LOOP_WINDOW)
+    problems = []
+    if desired is not None and len(running) < desired:
+        problems.append(f"{len(running)} of {desired} tasks running")
+    if recent_failures >= RESTART_LOOP_FAILURES:
+        problems.append(
+            f"{recent_failures} tasks failed in the last {RESTART_LOOP_WINDOW.seconds // 60} minutes"
+        )
+    node = failing_node(tasks, since=now - RESTART_LOOP_WINDOW)
+    return ProbeOutcome(
+        app_id,
+        now,
+        ok=not problems,
+        latency_ms=latency,
+        error="; ".join(problems) or None,
+        node=node,
+    )
+
+
+def _recent_failures(tasks: list[dict[str, Any]], *, since: dt.datetime) -> int:
+    count = 0
+    for task in tasks:
+        status = task.get("Status") or {}
+        timestamp = task_time(status.get("Timestamp"))
+        if status.get("State") in FAILED_TASK_STATES and timestamp is not None and timestamp >= since:
+            count += 1
+    return count
