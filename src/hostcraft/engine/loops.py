@@ -19,6 +19,7 @@ from hostcraft.engine.probes import ProbeEngine
 from hostcraft.runtime import Runtime
 from hostcraft.services.deployments import reconcile_paused_updates, resume_interrupted_deployments
 from hostcraft.services.health import check_server, prune_history
+from hostcraft.services.monitoring import maintenance_intervals_of
 from hostcraft.services.servers import list_servers
 from hostcraft.store.models import Server
 
@@ -33,7 +34,9 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health")
         self.holding_lease = False
-        self.probes = ProbeEngine(runtime, active=lambda: self.holding_lease)
+        self.probes = ProbeEngine(
+            runtime, active=lambda: self.holding_lease, maintenance=maintenance_intervals_of
+        )
 
     @property
     def interval(self) -> float:

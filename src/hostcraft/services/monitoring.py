@@ -47,6 +47,14 @@ def no_maintenance(
     return []
 
 
+def maintenance_intervals_of(
+    session: Session, app: Application, start: dt.datetime, end: dt.datetime
+) -> list[Interval]:
+    """Return the maintenance windows of the app and of its region between two instants."""
+    # TODO: read the maintenance windows once they are stored; until then there are none.
+    return []
+
+
 @dataclass(frozen=True)
 class ProbeTarget:
     """What the probe engine checks for one application, and how often."""
