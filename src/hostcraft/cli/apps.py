@@ -313,3 +313,82 @@ def import_file(
     emit({**result, "deployments": deployments}, output, render)
     if any(d["status"] != "succeeded" for d in deployments):
         raise typer.Exit(1)
+
+
+@app.command("health")
+def health(application: str = typer.Argument(...), output: OutputFormat = OutputOption) -> None:
+    """Show an application's probe state and its open incident with the recovery actions taken."""
+    client = ApiClient()
+    record = client.get(f"/api/applications/{resolve(client, application)['id']}/health")
+
+    def render() -> None:
+        print_record(
+            record,
+            [
+                ("Status", "status"),
+                ("Watched by", "source"),
+                ("Last probe", "lastProbeAt"),
+                ("Last error", "lastError"),
+                ("Latency (ms)", "lastLatencyMs"),
+                ("Failures in a row", "consecutiveFailures"),
+            ],
+        )
+        incident = record.get("openIncident")
+        if incident:
+            console.print(f"[bold red]Open incident {incident['id']}[/] since {incident['beganAt']}")
+            for action in incident["recoveryActions"]:
+                console.print(f"  {action['at']}  {action['rung']}: {action['reason']}")
+            if incident["recoveryStatus"] == "failed":
+                console.print(f"  [red]recovery failed:[/] {incident['recoveryMessage']}")
+
+    emit(record, output, render)
+
+
+@app.command("incidents")
+def incidents(application: str = typer.Argument(...), output: OutputFormat = OutputOption) -> None:
+    """List an application's incidents, newest first."""
+    client = ApiClient()
+    rows = client.get(f"/api/applications/{resolve(client, application)['id']}/incidents")
+    emit(
+        rows,
+        output,
+        lambda: print_table(
+            rows,
+            [
+                ("ID", "id"),
+                ("STATUS", "status"),
+                ("BEGAN", "beganAt"),
+                ("ENDED", "endedAt"),
+                ("DOWNTIME (S)", "downtimeSeconds"),
+                ("RECOVERY", lambda row: ", ".join(action["rung"] for action in row["recoveryActions"])),
+                ("ERROR", "lastError"),
+            ],
+        ),
+    )
+
+
+@app.command("uptime")
+def uptime(
+    application: str = typer.Argument(...),
+    window: str = typer.Option("30d", help="Window: 24h, 7d, 30d, 90d, or <n>h / <n>d up to 366 days."),
+    output: OutputFormat = OutputOption,
+) -> None:
+    """Show an application's time-weighted availability, SLA target and remaining error budget."""
+    client = ApiClient()
+    record = client.get(f"/api/applications/{resolve(client, application)['id']}/uptime", window=window)
+    emit(
+        record,
+        output,
+        lambda: print_record(
+            record,
+            [
+                ("Window", "window"),
+                ("Availability (%)", "availabilityPercent"),
+                ("SLA target (%)", "slaTargetPercent"),
+                ("Meets target", "meetsTarget"),
+                ("Downtime (s)", "downtimeSeconds"),
+                ("Maintenance (s)", "maintenanceSeconds"),
+                ("Error budget left (s)", "errorBudgetRemainingSeconds"),
+            ],
+        ),
+    )

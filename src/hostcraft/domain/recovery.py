@@ -110,7 +110,10 @@ def _reason(rung: Rung, situation: Situation) -> str:
     )
 
 
-FAILED_TASK_STATES = frozenset({"failed", "rejected"})
+# A task of a service is meant to run until it is replaced, so one that ended on its own failed,
+# whatever its exit code: a container stopped for failing its healthcheck often exits 0 on the
+# SIGTERM and is reported "complete". Tasks replaced by an update end "shutdown" instead.
+FAILED_TASK_STATES = frozenset({"failed", "rejected", "complete"})
 
 
 def failing_node(tasks: list[dict[str, Any]], *, since: dt.datetime, minimum_failures: int = 2) -> str | None:

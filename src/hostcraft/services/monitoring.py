@@ -88,15 +88,19 @@ def app_spec(app: Application) -> AppSpec:
 
 
 def monitored(app: Application, session: Session) -> bool:
-    """Tell whether an app is watched: it was deployed and should run at least one task."""
+    """Tell whether an app is watched: its first deployment finished and it should run tasks.
+
+    Watching starts after the first deployment, whatever its outcome, so the minutes before an
+    app ever served are not counted as downtime.
+    """
     if app.service_id is None or int(app.spec.get("replicas", 1)) == 0:
         return False
-    succeeded = session.scalar(
+    finished = session.scalar(
         select(func.count())
         .select_from(Deployment)
-        .where(Deployment.application_id == app.id, Deployment.status == "succeeded")
+        .where(Deployment.application_id == app.id, Deployment.finished_at.is_not(None))
     )
-    return bool(succeeded)
+    return bool(finished)
 
 
 def probe_targets(session: Session) -> list[ProbeTarget]:
@@ -220,12 +224,16 @@ def open_incident(
     source: str,
     deployment_window: dt.timedelta,
 ) -> Incident:
-    """Open an incident; it "began after a deployment" when one finished within ``deployment_window``."""
-    current = _current_deployment(session, app.id)
+    """Open an incident; it "began after a deployment" when one started within ``deployment_window``.
+
+    A deployment still running when the incident began counts too: its rollout is what the
+    incident may be about, and the ladder waits for it to finish before it acts.
+    """
+    current = _deployment_before(session, app.id, began_at)
     after_deployment = bool(
         current is not None
-        and current.finished_at is not None
-        and current.finished_at >= began_at - deployment_window
+        and current.started_at is not None
+        and current.started_at >= began_at - deployment_window
     )
     incident = Incident(
         application_id=app.id,
@@ -296,14 +304,15 @@ def open_incident_of(session: Session, app_id: int) -> Incident | None:
     ).first()
 
 
-def _current_deployment(session: Session, app_id: int) -> Deployment | None:
-    """The last deployment that succeeded in changing what the app runs (deploy or rollback)."""
+def _deployment_before(session: Session, app_id: int, instant: dt.datetime) -> Deployment | None:
+    """The last deploy or rollback that started before ``instant`` and did not fail to start."""
     return session.scalars(
         select(Deployment)
         .where(
             Deployment.application_id == app_id,
-            Deployment.status == "succeeded",
             Deployment.kind.in_(DEPLOY_KINDS),
+            Deployment.started_at <= instant,
+            Deployment.status.in_(("running", "succeeded")),
         )
         .order_by(Deployment.id.desc())
         .limit(1)

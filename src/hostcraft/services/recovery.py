@@ -38,7 +38,7 @@ from hostcraft.services.monitoring import (
     no_maintenance,
     rollback_target,
 )
-from hostcraft.store.models import Application, Incident, RecoveryAction, utcnow
+from hostcraft.store.models import Application, Deployment, Incident, RecoveryAction, utcnow
 
 if TYPE_CHECKING:
     from hostcraft.runtime import Runtime
@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 ACTOR = "hostcraft-recovery"
 RESTART_LOOP_WINDOW = dt.timedelta(minutes=5)
 RESTART_LOOP_FAILURES = 3
+LADDER_MEMORY = dt.timedelta(hours=1)
 
 
 def run_recovery(
@@ -106,17 +107,14 @@ def _situation(
     maintenance: MaintenanceLookup,
 ) -> Situation:
     spec = app_spec(app)
+    # Rungs taken in the last hour count for a new incident too: an app that fails again soon
+    # after a restart fixed it is not restarted again, the ladder climbs on.
     actions = list(
         session.scalars(
             select(RecoveryAction)
-            .where(RecoveryAction.incident_id == incident.id)
+            .where(RecoveryAction.application_id == app.id, RecoveryAction.at >= now - LADDER_MEMORY)
             .order_by(RecoveryAction.id)
         )
-    )
-    in_last_hour = session.scalar(
-        select(func.count())
-        .select_from(RecoveryAction)
-        .where(RecoveryAction.application_id == app.id, RecoveryAction.at >= now - dt.timedelta(hours=1))
     )
     target = (
         rollback_target(session, app.id, incident.deployment_id) if incident.began_after_deployment else None
@@ -134,7 +132,7 @@ def _situation(
         rollback_target=target.id if target is not None else None,
         rungs_taken=taken,
         last_action_at=actions[-1].at if actions else None,
-        actions_in_last_hour=int(in_last_hour or 0),
+        actions_in_last_hour=len(actions),
         gave_up=incident.recovery_status == "failed",
         deployment_running=active_deployment(session, app.id) is not None,
     )
@@ -276,9 +274,15 @@ def watch_service(runtime: Runtime, app_id: int, *, now: dt.datetime | None = No
         app = session.get(Application, app_id)
         if app is None or app.service_id is None:
             return ProbeOutcome(app_id, now, ok=False, error="the app has no Swarm service")
+        # Failures before the last deployment (a recovery restart or move included) belong to
+        # tasks it replaced, so they no longer count as a restart loop.
+        last_started = session.scalar(
+            select(func.max(Deployment.started_at)).where(Deployment.application_id == app.id)
+        )
+        since = max(now - RESTART_LOOP_WINDOW, last_started or now - RESTART_LOOP_WINDOW)
         try:
             with any_manager(session, runtime, app.region_id, require_quorum=False) as (_, client):
-                return _service_outcome(client, app.id, app.service_id, now)
+                return _service_outcome(client, app.id, app.service_id, now, since=since)
         except HostCraftError as exc:
             return ProbeOutcome(
                 app_id, now, ok=False, error=f"no manager of the region responded: {exc.message}"
@@ -286,7 +290,7 @@ def watch_service(runtime: Runtime, app_id: int, *, now: dt.datetime | None = No
 
 
 def _service_outcome(
-    client: docker.DockerClient, app_id: int, service_id: str, now: dt.datetime
+    client: docker.DockerClient, app_id: int, service_id: str, now: dt.datetime, *, since: dt.datetime
 ) -> ProbeOutcome:
     started = utcnow()
     try:
@@ -306,15 +310,13 @@ def _service_outcome(
         for task in tasks
         if (task.get("Status") or {}).get("State") == "running" and task.get("DesiredState") == "running"
     ]
-    recent_failures = _recent_failures(tasks, since=now - RESTART_LOOP_WINDOW)
+    recent_failures = _recent_failures(tasks, since=since)
     problems = []
     if desired is not None and len(running) < desired:
         problems.append(f"{len(running)} of {desired} tasks running")
     if recent_failures >= RESTART_LOOP_FAILURES:
-        problems.append(
-            f"{recent_failures} tasks failed in the last {RESTART_LOOP_WINDOW.seconds // 60} minutes"
-        )
-    node = failing_node(tasks, since=now - RESTART_LOOP_WINDOW)
+        problems.append(f"{recent_failures} tasks failed since {since.isoformat(timespec='seconds')}")
+    node = failing_node(tasks, since=since)
     return ProbeOutcome(
         app_id,
         now,
