@@ -56,6 +56,11 @@ def register_store_collector(collector: StoreCollector) -> StoreCollector:
     return collector
 
 
+def unregister_store_collector(collector: StoreCollector) -> None:
+    if collector in _store_collectors:
+        _store_collectors.remove(collector)
+
+
 class _Scrape:
     """The metrics of one scrape: the process-wide registry plus every store collector."""
 
