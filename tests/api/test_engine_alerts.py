@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from hostcraft.engine.loops import Engine
 from hostcraft.services.cluster_alerts import check_cluster_alerts
-from hostcraft.store.models import Alert
+from hostcraft.store.models import Alert, ServerHealthCheck
 from tests.alert_receivers import WebhookReceiver
 from tests.conftest import LOCAL_ENGINE, Api, create_region
 
@@ -79,16 +79,12 @@ def test_engine_alerts_and_resolves_through_webhook(
 
 def test_failing_step_does_not_stop_the_tick(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     region = create_region(api)
-    _ghost(api, int(region["id"]))  # type: ignore[call-overload]
-    from hostcraft.store.models import ServerHealthCheck
-
+    ghost = _ghost(api, int(region["id"]))  # type: ignore[call-overload]
     with api.runtime.store.session() as session:
-        server_id = session.scalar(select(ServerHealthCheck.id))
-        assert server_id is None
         for _ in range(2):
             session.add(
                 ServerHealthCheck(
-                    server_id=1, status="unreachable", reasons=[], reachable=False, error="gone"
+                    server_id=ghost["id"], status="unreachable", reasons=[], reachable=False, error="gone"
                 )
             )
     engine = Engine(api.runtime)
@@ -101,7 +97,7 @@ def test_failing_step_does_not_stop_the_tick(api: Api, monkeypatch: pytest.Monke
 
     with api.runtime.store.session() as session:
         causes = list(session.scalars(select(Alert.cause)))
-    assert causes == ["server:1:unreachable"]
+    assert causes == [f"server:{ghost['id']}:unreachable"]
 
 
 def test_cluster_alert_check_without_swarm_raises_nothing(api: Api) -> None:
