@@ -118,7 +118,7 @@ def test_channel(
 def list_alerts(
     status: str | None = typer.Option(None, "--status", help="open, resolved or suppressed."),
     trigger: str | None = typer.Option(None, "--trigger", help="e.g. quorum_lost, node_unreachable."),
-    limit: int = typer.Option(50, "--limit", help="Most alerts to list, newest first."),
+    limit: int = typer.Option(50, "--limit", help="Maximum number of alerts to list, newest first."),
     output: OutputFormat = OutputOption,
 ) -> None:
     """List alerts and one-off notices, newest first."""

@@ -55,10 +55,10 @@ def evaluate_cluster(
 ) -> list[Evaluation]:
     """Rules for a region's swarm; ``assessment`` None means the region has no swarm (both clear)."""
     if assessment is None or assessment.managers == 0:
-        gone = f"Region {region_code} has no swarm any more."
+        no_swarm = f"Region {region_code} has no swarm any more."
         return [
-            Evaluation("quorum_lost", quorum_cause(region_id), False, message=gone),
-            Evaluation("manager_failure", manager_cause(region_id), False, message=gone),
+            Evaluation("quorum_lost", quorum_cause(region_id), False, message=no_swarm),
+            Evaluation("manager_failure", manager_cause(region_id), False, message=no_swarm),
         ]
     counts = f"{assessment.reachable_managers} of {assessment.managers} managers are reachable"
     if assessment.status == ClusterStatus.QUORUM_LOST:

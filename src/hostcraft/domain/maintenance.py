@@ -18,8 +18,8 @@ from croniter import croniter
 
 Interval = tuple[dt.datetime, dt.datetime]
 
-# A start more than one day before the range can still overlap it through its duration; the
-# extra day covers the UTC offset between the zone and UTC.
+# Starts are searched from one day before ``start - duration``. The extra day covers the
+# zone's UTC offset, so no start whose duration reaches into the range is missed.
 _LOOKBACK = dt.timedelta(days=1)
 
 

@@ -108,12 +108,12 @@ class Engine:
 
     def _hold_lease(self) -> bool:
         ttl = dt.timedelta(seconds=max(3 * self.interval, 30))
-        asked_at = time.monotonic()
+        requested_at = time.monotonic()
         with self.runtime.store.session() as session:
-            held = acquire_lease(session, holder=self.holder, ttl=ttl)
+            acquired = acquire_lease(session, holder=self.holder, ttl=ttl)
         # Deliveries stop a little before the lease could pass to another process.
-        self._lease_valid_until = asked_at + ttl.total_seconds() * 0.8 if held else 0.0
-        return held
+        self._lease_valid_until = requested_at + ttl.total_seconds() * 0.8 if acquired else 0.0
+        return acquired
 
     def check_all_servers(self) -> None:
         with self.runtime.store.session() as session:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 import apprise
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from hostcraft.runtime import Runtime
@@ -137,6 +137,7 @@ def _plan_channel(
     window = dt.timedelta(seconds=settings.alert_rate_limit_window_seconds)
     sent_in_window = _messages_sent_since(session, channel.id, now - window)
     budget = settings.alert_rate_limit_messages - len(sent_in_window)
+
     if budget <= 0:
         # The oldest message in the window leaves it first; then a slot is free again.
         free_at = min(sent_in_window) + window
@@ -148,6 +149,7 @@ def _plan_channel(
             extra={"channel": channel.name, "delayed": len(rows), "until": free_at.isoformat()},
         )
         return []
+
     url = runtime.secrets.decrypt(channel.url_encrypted)
     alerts = {
         alert.id: alert
@@ -155,6 +157,7 @@ def _plan_channel(
     }
     if len(rows) <= budget:
         return [_single(channel.id, url, row, alerts[row.alert_id]) for row in rows]
+
     singles, rest = rows[: budget - 1], rows[budget - 1 :]
     sends = [_single(channel.id, url, row, alerts[row.alert_id]) for row in singles]
     digest = compose_digest([(alerts[row.alert_id], row.kind) for row in rest])
@@ -288,9 +291,3 @@ def redact(text: str, url: str) -> str:
     for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
         text = text.replace(secret, "****")
     return text
-
-
-def pending_count(session: Session) -> int:
-    return int(
-        session.scalar(select(func.count(AlertDelivery.id)).where(AlertDelivery.status == "pending")) or 0
-    )

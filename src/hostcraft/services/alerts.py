@@ -1,8 +1,8 @@
 """Alerts: one open alert per cause, opened by the engine's checks and resolved when they pass.
 
 Callers (health, recovery, backups, DR) only open and resolve alerts inside their own
-transaction. Opening or resolving writes one outbox row per matching channel
-(``AlertDelivery``); ``services/alert_delivery.deliver_pending`` sends them later, outside that
+transaction. Opening or resolving writes one outbox row (``AlertDelivery``) per matching
+channel. ``services/alert_delivery.deliver_pending`` sends the rows later, outside that
 transaction, so a slow or failing channel never holds up or rolls back the work that raised
 the alert.
 
@@ -179,16 +179,6 @@ def find_open_alert(session: Session, cause: str) -> Alert | None:
         .order_by(Alert.id.desc())
         .limit(1)
     ).first()
-
-
-def open_causes(session: Session, prefix: str) -> list[str]:
-    """Return the causes of active alerts that start with ``prefix``."""
-    query = select(Alert.cause).where(
-        Alert.kind == "alert",
-        Alert.status.in_(ACTIVE_STATUSES),
-        Alert.cause.startswith(prefix, autoescape=True),
-    )
-    return list(session.scalars(query))
 
 
 def channel_accepts(channel: AlertChannel, alert: Alert) -> bool:

@@ -1,7 +1,8 @@
 """Cluster and server alerts: each engine tick turns the newest measurements into alerts.
 
-Quorum and manager alerts come from ``cluster_report`` per region (also stored as
-``ClusterState`` for /metrics); node and disk alerts come from the health loop's newest checks.
+Quorum and manager alerts come from ``cluster_report`` per region, whose assessment is also
+stored as ``ClusterState`` for /metrics. Node and disk alerts come from the health loop's
+newest checks.
 A failure in one region or server is logged and does not stop the others.
 """
 

@@ -1,9 +1,9 @@
 """Maintenance windows of applications and regions: create, list, delete, and ask whether one is active.
 
 During a window, alerts for the application (or for anything in the region) are stored as
-``suppressed`` and not sent, the recovery ladder does not act, and SLA figures leave the time out
-(``maintenance_intervals``). An application is in maintenance when its own window or its
-region's window is active.
+``suppressed`` and not sent. ``in_maintenance`` is the check for the recovery ladder, and
+``maintenance_intervals`` gives SLA figures the time to leave out. An application is in maintenance
+when its own window or its region's window is active.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from hostcraft.domain.maintenance import (
 )
 from hostcraft.errors import NotFound, ValidationError
 from hostcraft.services.events import record_event
-from hostcraft.store.models import Application, MaintenanceWindow, Region, utcnow
+from hostcraft.store.models import Application, MaintenanceWindow, Region
 
 MAX_DURATION_MINUTES = 7 * 24 * 60
 
@@ -237,17 +237,6 @@ def in_maintenance(
             session, application_id=application_id, region_id=region_id, start=at, end=probe_end
         )
     )
-
-
-def active_windows(session: Session, *, now: dt.datetime | None = None) -> list[MaintenanceWindow]:
-    """Return every window active at ``now``."""
-    now = now or utcnow()
-    probe_end = now + dt.timedelta(microseconds=1)
-    return [
-        window
-        for window in session.scalars(select(MaintenanceWindow))
-        if window_intervals(window, start=now, end=probe_end)
-    ]
 
 
 def next_start(window: MaintenanceWindow, *, now: dt.datetime) -> dt.datetime | None:

@@ -259,14 +259,14 @@ class Alert(Base):
 
 
 class AlertChannel(Base):
-    """Where alerts are sent: one Apprise URL, stored encrypted and never returned."""
+    """A destination for alert messages: one Apprise URL, stored encrypted and never returned."""
 
     __tablename__ = "alert_channels"
     __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
-    # The Apprise URL, Fernet-encrypted: it holds tokens and passwords.
+    # The Apprise URL, Fernet-encrypted, because it contains tokens and passwords.
     url_encrypted: Mapped[str] = mapped_column(Text)
     service: Mapped[str] = mapped_column(String(64))
     url_masked: Mapped[str] = mapped_column(String(300))

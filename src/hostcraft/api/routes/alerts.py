@@ -126,7 +126,7 @@ def test_channel(
     runtime: Runtime = Depends(get_runtime),
     principal: Principal = Depends(current_principal),
 ) -> ChannelTestOut:
-    """Send a test message now; ``delivered`` is false and ``error`` says why when it fails."""
+    """Send a test message now; on failure ``delivered`` is false and ``error`` gives the reason."""
     result = alert_channels.send_test_message(runtime, channel_id, actor=principal.actor)
     return ChannelTestOut(channel_id=channel_id, delivered=result.delivered, error=result.error)
 
