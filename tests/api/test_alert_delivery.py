@@ -208,8 +208,8 @@ def test_rate_limit_delays_when_budget_is_used(api: Api, webhook: WebhookReceive
     deliver_pending(api.runtime, now=now)
     third = _open(api, cause="server:3:unreachable")
 
-    held = deliver_pending(api.runtime, now=now + dt.timedelta(seconds=30))
-    assert held.delayed == 1
+    limited = deliver_pending(api.runtime, now=now + dt.timedelta(seconds=30))
+    assert limited.delayed == 1
     assert len(webhook.titles()) == 2
     (delivery,) = _deliveries(api, third)
     assert delivery.status == "pending"

@@ -180,7 +180,7 @@ def test_window_listing_and_deletion(api: Api) -> None:
         ({}, "cron"),
     ],
 )
-def test_invalid_window_is_rejected_naming_field(api: Api, fields: dict[str, Any], field: str) -> None:
+def test_invalid_window_names_field(api: Api, fields: dict[str, Any], field: str) -> None:
     region = create_region(api)
 
     response = api.post("/api/maintenance-windows", {"regionId": region["id"], **fields})
@@ -189,7 +189,7 @@ def test_invalid_window_is_rejected_naming_field(api: Api, fields: dict[str, Any
     assert response.json()["error"]["details"]["field"] == field
 
 
-def test_window_target_must_be_one_known_app_or_region(api: Api) -> None:
+def test_window_target_validation(api: Api) -> None:
     region = create_region(api)
     app = _app(api)
     timing = {"cron": "0 2 * * *", "durationMinutes": 60}
