@@ -32,7 +32,8 @@ start_dockerd() {
   if docker_answers; then return 0; fi
   log "starting dockerd (log: /var/log/hostcraft-dockerd.log)"
   # No systemd here: start the engine in the background and wait for its socket.
-  nohup /usr/sbin/dockerd >/var/log/hostcraft-dockerd.log 2>&1 &
+  # setsid: its own session, so the end of the shell or job that started it does not stop it.
+  setsid nohup /usr/sbin/dockerd >>/var/log/hostcraft-dockerd.log 2>&1 </dev/null &
   for _ in $(seq 1 60); do docker_answers && return 0; sleep 1; done
   tail -n 20 /var/log/hostcraft-dockerd.log >&2
   fail "dockerd did not answer on /var/run/docker.sock within 60 s"

@@ -121,3 +121,7 @@ def create_region(
     )
     assert response.status_code == 201, response.text
     return dict(response.json())
+
+
+# Local webhook and SMTP receivers for the alert tests.
+from tests.alert_receivers import smtp, webhook  # noqa: E402, F401

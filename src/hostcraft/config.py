@@ -37,6 +37,19 @@ class Settings(BaseSettings):
     probe_raw_retention_days: int = Field(default=7, ge=1)
     probe_hourly_retention_days: int = Field(default=400, ge=1)
     incident_deployment_window_seconds: float = Field(default=1800.0, ge=0)
+    # Alerts: how often the engine sends pending messages, and how many one channel may get.
+    alert_delivery_interval_seconds: float = Field(default=5.0, gt=0)
+    alert_rate_limit_messages: int = Field(default=10, ge=1)
+    alert_rate_limit_window_seconds: float = Field(default=300.0, gt=0)
+    alert_retry_initial_seconds: float = Field(default=15.0, gt=0)
+    alert_retry_max_seconds: float = Field(default=900.0, gt=0)
+    alert_delivery_max_attempts: int = Field(default=20, ge=1)
+    # A server alerts when its engine's data root has less than this fraction free.
+    alert_disk_free_ratio: float = Field(default=0.10, gt=0, lt=1)
+    # Consecutive unreachable health checks before a node_unreachable alert opens.
+    alert_unreachable_checks: int = Field(default=2, ge=1)
+    # /metrics needs a bearer token (any role) unless this is true.
+    metrics_public: bool = False
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -421,6 +421,12 @@ def test_update_paused_outside_hostcraft_is_rolled_back(
     events = cluster.api.get("/api/events", params={"action": "deployment.paused-rollback"}).json()
     assert events[0]["targetId"] == str(app["id"])
     assert "paused" in events[0]["reason"]
+    alerts = cluster.api.get(
+        "/api/alerts", params={"trigger": "deployment_failed", "applicationId": app["id"]}
+    ).json()
+    assert len(alerts) == 1
+    assert alerts[0]["severity"] == "critical"
+    assert "rolled the service back" in alerts[0]["message"]
 
 
 def test_deployment_interrupted_by_restart_is_resumed(cluster: Cluster, manager: docker.DockerClient) -> None:

@@ -15,7 +15,18 @@ from fastapi.staticfiles import StaticFiles
 
 from hostcraft import __version__
 from hostcraft.api.errors import install_error_handlers
-from hostcraft.api.routes import applications, cluster, monitoring, regions, servers, system, tokens
+from hostcraft.api.routes import (
+    alerts,
+    applications,
+    cluster,
+    maintenance,
+    metrics,
+    monitoring,
+    regions,
+    servers,
+    system,
+    tokens,
+)
 from hostcraft.engine.loops import Engine
 from hostcraft.runtime import Runtime
 
@@ -57,6 +68,9 @@ def create_app(runtime: Runtime, *, run_engine: bool | None = None) -> FastAPI:
     app.include_router(cluster.router)
     app.include_router(applications.router)
     app.include_router(monitoring.router)
+    app.include_router(alerts.router)
+    app.include_router(maintenance.router)
+    app.include_router(metrics.router)
     return app
 
 
@@ -89,7 +103,9 @@ def _declare_bearer_auth(app: FastAPI) -> None:
                 "bearer": {"type": "http", "scheme": "bearer", "description": "a HostCraft API token"}
             }
             for path, operations in schema["paths"].items():
-                if path != "/health":
+                if path != "/health" and not (
+                    path == "/metrics" and app.state.runtime.settings.metrics_public
+                ):
                     for operation in operations.values():
                         operation["security"] = [{"bearer": []}]
             app.openapi_schema = schema

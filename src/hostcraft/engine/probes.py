@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from hostcraft.domain.probes import is_link_local
+from hostcraft.metrics import PROBE_DURATION
 from hostcraft.services.monitoring import (
     MaintenanceLookup,
     ProbeOutcome,
@@ -186,6 +187,10 @@ class ProbeEngine:
             lag = loop.time() - due
             outcome = await self.measure(target)
         self.stats.add(lag, outcome.ok)
+        if outcome.latency_ms is not None:
+            PROBE_DURATION.labels(target.name, "ok" if outcome.ok else "failed").observe(
+                outcome.latency_ms / 1000
+            )
         self._results.append((target, outcome))
         if self.on_outcome is not None:
             self.on_outcome(target, outcome)

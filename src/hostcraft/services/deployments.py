@@ -45,6 +45,7 @@ from hostcraft.domain.appspec import validate_application
 from hostcraft.domain.placement import eligible_nodes
 from hostcraft.errors import ConflictError, HostCraftError, NotFound, ValidationError
 from hostcraft.runtime import Runtime
+from hostcraft.services.alerts import notify_once
 from hostcraft.services.applications import active_deployment, get_application, secret_values
 from hostcraft.services.drain import placement_node
 from hostcraft.services.events import audit
@@ -530,6 +531,7 @@ def reconcile_paused_updates(runtime: Runtime) -> list[str]:
                 )
                 continue
             rolled_back.append(service_name(app.project, app.name))
+            _alert_paused_rollback(session, app, update.get("Message"))
             audit(
                 runtime,
                 actor="hostcraft-engine",
@@ -542,6 +544,23 @@ def reconcile_paused_updates(runtime: Runtime) -> list[str]:
                 "rolled the service back to its previous spec",
             )
     return rolled_back
+
+
+def _alert_paused_rollback(session: Session, app: Application, swarm_message: str | None) -> None:
+    notify_once(
+        session,
+        trigger="deployment_failed",
+        cause=f"app:{app.id}:paused-update",
+        title=f"Deployment of {app.project}/{app.name} failed: update paused",
+        message=(
+            f"Swarm left the update of {service_name(app.project, app.name)} paused "
+            f"({swarm_message or 'no message'}), with old and new tasks possibly both serving. "
+            "HostCraft rolled the service back to its previous spec."
+        ),
+        severity="critical",
+        application_id=app.id,
+        region_id=app.region_id,
+    )
 
 
 def resume_interrupted_deployments(runtime: Runtime) -> list[int]:

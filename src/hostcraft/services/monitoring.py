@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
@@ -21,8 +22,10 @@ from hostcraft.domain.incidents import HealthTracker, observe
 from hostcraft.domain.probes import ProbeOptions, probe_kind
 from hostcraft.domain.uptime import Availability, Interval, availability
 from hostcraft.errors import HostCraftError
+from hostcraft.metrics import register_store_collector
 from hostcraft.services.alerts import open_alert, resolve_alert
 from hostcraft.services.events import record_event
+from hostcraft.services.maintenance import maintenance_intervals
 from hostcraft.store.models import (
     AppHealth,
     Application,
@@ -51,8 +54,34 @@ def maintenance_intervals_of(
     session: Session, app: Application, start: dt.datetime, end: dt.datetime
 ) -> list[Interval]:
     """Return the maintenance windows of the app and of its region between two instants."""
-    # TODO: read the maintenance windows once they are stored; until then there are none.
-    return []
+    return maintenance_intervals(
+        session, application_id=app.id, region_id=app.region_id, start=start, end=end
+    )
+
+
+@register_store_collector
+def application_metrics(session: Session) -> Iterator[Metric]:
+    """App up/down (1, 0; absent while unknown) and open incidents, read from the store at scrape time."""
+    up = GaugeMetricFamily(
+        "hostcraft_application_up", "1 when the app passes its health checks.", labels=["application"]
+    )
+    incidents = GaugeMetricFamily(
+        "hostcraft_open_incidents", "Open incidents per application.", labels=["application"]
+    )
+    open_counts = dict(
+        session.execute(
+            select(Incident.application_id, func.count())
+            .where(Incident.status == "open")
+            .group_by(Incident.application_id)
+        ).all()
+    )
+    for app, health in session.execute(select(Application, AppHealth).join(AppHealth)).all():
+        name = f"{app.project}/{app.name}"
+        if health.status in ("up", "down"):
+            up.add_metric([name], 1.0 if health.status == "up" else 0.0)
+        incidents.add_metric([name], float(open_counts.get(app.id, 0)))
+    yield up
+    yield incidents
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from hostcraft.domain.recovery import (
     task_time,
 )
 from hostcraft.errors import HostCraftError
+from hostcraft.metrics import RECOVERY_ACTIONS
 from hostcraft.services.alerts import notify_once, open_alert
 from hostcraft.services.applications import active_deployment
 from hostcraft.services.deployments import rollback_to, start_deployment
@@ -204,6 +205,7 @@ def _act(
         region_id=app.region_id,
         details={"incidentId": incident.id, "rung": rung, "deploymentId": deployment_id},
     )
+    RECOVERY_ACTIONS.labels(name, rung).inc()
     logger.info(
         "recovery action started", extra={"app": app.id, "rung": rung, "deployment_id": deployment_id}
     )

@@ -353,3 +353,93 @@ class Alert(Base):
     opened_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    # "alert": opened, deduplicated by cause and resolved; "notice": a one-off message, nothing to resolve.
+    kind: Mapped[str] = mapped_column(String(16), default="alert")
+
+
+class AlertChannel(Base):
+    """A destination for alert messages: one Apprise URL, stored encrypted and never returned."""
+
+    __tablename__ = "alert_channels"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    # The Apprise URL, Fernet-encrypted, because it contains tokens and passwords.
+    url_encrypted: Mapped[str] = mapped_column(Text)
+    service: Mapped[str] = mapped_column(String(64))
+    url_masked: Mapped[str] = mapped_column(String(300))
+    # Empty list: every trigger.
+    triggers: Mapped[list[Any]] = mapped_column(default=list)
+    min_severity: Mapped[str] = mapped_column(String(16), default="info")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AlertDelivery(Base):
+    """The outbox: one message (open, resolve or notice) of one alert to one channel.
+
+    Rows are written in the transaction that opens or resolves the alert and sent later, outside
+    it, by ``deliver_pending``. ``status`` is pending | sent | failed; a pending row with
+    ``next_attempt_at`` in the future is waiting for a retry or for the channel's rate limit.
+    """
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "channel_id", "kind"),
+        Index("ix_alert_deliveries_status_next", "status", "next_attempt_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"), index=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("alert_channels.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # Set when this message went out inside a digest because the channel hit its rate limit.
+    digest_of: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class MaintenanceWindow(Base):
+    """A time during which an application or a region raises no alerts and gets no recovery.
+
+    Either recurring (``cron`` in ``timezone`` plus ``duration_minutes``) or one-off
+    (``starts_at`` to ``ends_at``). Exactly one of ``application_id`` and ``region_id`` is set.
+    """
+
+    __tablename__ = "maintenance_windows"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    application_id: Mapped[int | None] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), default=None, index=True
+    )
+    region_id: Mapped[int | None] = mapped_column(
+        ForeignKey("regions.id", ondelete="CASCADE"), default=None, index=True
+    )
+    reason: Mapped[str] = mapped_column(String(300), default="")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    cron: Mapped[str | None] = mapped_column(String(120), default=None)
+    duration_minutes: Mapped[int | None] = mapped_column(Integer, default=None)
+    starts_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    ends_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ClusterState(Base):
+    """The newest quorum assessment of a region's swarm, kept for /metrics and alerts."""
+
+    __tablename__ = "cluster_states"
+
+    region_id: Mapped[int] = mapped_column(ForeignKey("regions.id", ondelete="CASCADE"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    managers: Mapped[int] = mapped_column(Integer)
+    reachable_managers: Mapped[int] = mapped_column(Integer)
+    quorum: Mapped[int] = mapped_column(Integer)
+    fault_tolerance: Mapped[int] = mapped_column(Integer)
+    checked_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,91 @@
+"""Real local receivers for alert tests: an HTTP webhook server and an SMTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+
+@dataclass
+class WebhookReceiver:
+    """Collects the JSON bodies Apprise posts; ``fail_with`` makes it return that status instead."""
+
+    port: int
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    fail_with: int | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str = "hooks/hostcraft-secret-path") -> str:
+        return f"json://127.0.0.1:{self.port}/{path}"
+
+    def titles(self) -> list[str]:
+        with self.lock:
+            return [str(message.get("title")) for message in self.messages]
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    receiver = WebhookReceiver(port=server.server_address[1])
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if receiver.fail_with is not None:
+                self.send_response(receiver.fail_with)
+                self.end_headers()
+                return
+            with receiver.lock:
+                receiver.messages.append({**json.loads(body), "path": self.path})
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server.RequestHandlerClass = Handler
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield receiver
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class SmtpReceiver:
+    port: int
+    subjects: list[str] = field(default_factory=list)
+    recipients: list[list[str]] = field(default_factory=list)
+
+    def url(self) -> str:
+        return f"mailto://127.0.0.1:{self.port}?from=alerts@example.com&to=ops@example.com&mode=insecure"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = message_from_bytes(envelope.content, policy=policy.default)
+        self.subjects.append(str(message["Subject"]))
+        self.recipients.append(list(envelope.rcpt_tos))
+        return "250 OK"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpReceiver]:
+    receiver = SmtpReceiver(port=_free_port())
+    controller = Controller(receiver, hostname="127.0.0.1", port=receiver.port)
+    controller.start()
+    yield receiver
+    controller.stop()
