@@ -29,6 +29,15 @@ class Settings(BaseSettings):
     probe_image: str = "hostcraft/probe:1"
     local_engine: str = "unix:///var/run/docker.sock"
     health_history_per_server: int = Field(default=2880, ge=10)
+    restic_binary: str = "restic"
+    # Image of backup and restore jobs on swarm nodes: restic and a POSIX shell (busybox).
+    backup_image: str = "hostcraft/restic:0.14"
+    backup_job_timeout_seconds: float = Field(default=3600.0, gt=0)
+    backup_node_concurrency: int = Field(default=1, ge=1)
+    backup_check_schedule: str = "0 4 * * 0"
+    backup_check_subset: str = "5%"
+    self_backup_destination: str | None = None
+    self_backup_schedule: str = "30 2 * * *"
 
     def resolved_database_url(self) -> str:
         if self.database_url:
