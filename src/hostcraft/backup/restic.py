@@ -401,7 +401,7 @@ def _require_summary(output: str, *, what: str) -> BackupSummary:
 
 def _error(action: str, returncode: int, stderr: str) -> BackupError:
     reason = classify(stderr)
-    detail = _last_lines(stderr)
+    detail = error_summary(stderr)
     if returncode == 3:
         detail = f"some files could not be read, so the snapshot is incomplete: {detail}"
     return BackupError(
@@ -411,21 +411,21 @@ def _error(action: str, returncode: int, stderr: str) -> BackupError:
     )
 
 
-def _last_lines(stderr: str, count: int = 3) -> str:
-    """Return the last distinct error lines, without Go stack frames or repeated retry lines."""
+def error_summary(text: str, count: int = 3) -> str:
+    """Return the last distinct error lines of restic output, without Go stack frames or JSON."""
     lines: list[str] = []
-    for raw in stderr.splitlines():
+    for raw in text.splitlines():
         line = raw.strip()
-        if (
-            not line
-            or raw.startswith(("\t", " "))
-            or ".go:" in line
-            or line.startswith(("goroutine ", "main."))
-        ):
+        # Frames are "pkg.func(...)" (one token) or "path/file.go:123"; JSON lines are progress.
+        if not line or " " not in line or re.search(r"\.(go|s):\d+", line) or line.startswith("{"):
+            continue
+        if line.startswith(("goroutine ", "hostcraft-job-end")):
             continue
         line = re.sub(r"retrying after [0-9.]+m?s", "retrying", line)
-        if line not in lines:
-            lines.append(line)
+        line = re.sub(r"<(\w+)/[0-9a-f]+>", r"<\1>", line)
+        if line in lines:
+            lines.remove(line)
+        lines.append(line)
     return " / ".join(lines[-count:])[:800]
 
 

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from hostcraft.engine.lease import acquire_lease, release_lease
 from hostcraft.runtime import Runtime
+from hostcraft.services.backup_schedules import prune_expired, run_due_backups
 from hostcraft.services.deployments import reconcile_paused_updates, resume_interrupted_deployments
 from hostcraft.services.health import check_server, prune_history
 from hostcraft.services.servers import list_servers
@@ -61,10 +62,19 @@ class Engine:
                         resumed = True
                     self.check_all_servers()
                     reconcile_paused_updates(self.runtime)
+                    self.run_backup_work()
             except Exception:
                 logger.exception("engine tick failed")
             self._stop.wait(self.interval)
         logger.info("engine stopped", extra={"holder": self.holder})
+
+    def run_backup_work(self) -> None:
+        """Start due scheduled backups, then expire what retention no longer keeps."""
+        try:
+            run_due_backups(self.runtime)
+            prune_expired(self.runtime)
+        except Exception:
+            logger.exception("failed to run backup schedules")
 
     def _hold_lease(self) -> bool:
         ttl = dt.timedelta(seconds=max(3 * self.interval, 30))

@@ -20,11 +20,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hostcraft.backup.jobs import RESTORE_SCRIPT, VOLUME_MOUNT, VolumeMount, run_job
+from hostcraft.backup.restic import error_summary
 from hostcraft.errors import BackupError, ConflictError, HostCraftError, NotFound, ValidationError
 from hostcraft.runtime import Runtime
 from hostcraft.services import applications
 from hostcraft.services.backup_destinations import restic_for
-from hostcraft.services.backups import CONFIG_FILENAME, _error_lines, _live_tasks, get_backup, quiesced
+from hostcraft.services.backups import CONFIG_FILENAME, _live_tasks, get_backup, quiesced
 from hostcraft.services.events import record_event
 from hostcraft.services.managers import any_manager
 from hostcraft.services.servers import get_server, list_servers
@@ -197,7 +198,7 @@ def _run_restore_job(
             purpose="restore",
         )
     if result.state != "complete" or result.exit_code != 0 or "restored" not in result.output.splitlines():
-        detail = result.error or _error_lines(result.output) or f"job ended {result.state}"
+        detail = error_summary(result.output) or result.error or f"job ended {result.state}"
         kept = (
             "the volume's data was left as it was"
             if result.exit_code in (1, 2)

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hostcraft.backup.jobs import BACKUP_SCRIPT, VOLUME_MOUNT, VolumeMount, run_job
-from hostcraft.backup.restic import BackupSummary, Restic, classify, parse_summary
+from hostcraft.backup.restic import BackupSummary, Restic, classify, error_summary, parse_summary
 from hostcraft.docker.swarm import list_tasks, update_service_spec, wait_until
 from hostcraft.errors import BackupError, ConflictError, HostCraftError, NotFound, ValidationError
 from hostcraft.runtime import Runtime
@@ -411,29 +411,13 @@ def _volume_job(
         )
     summary = parse_summary(result.output.splitlines())
     if result.state != "complete" or result.exit_code != 0 or summary is None:
-        detail = result.error or _error_lines(result.output) or f"job ended {result.state}"
+        detail = error_summary(result.output) or result.error or f"job ended {result.state}"
         raise BackupError(
             f"failed to back up volume {row.name} on {row.node_hostname or row.node_id}: {detail}",
             reason=classify(result.output + (result.error or "")),
             details={"exitCode": result.exit_code},
         )
     return summary
-
-
-def _error_lines(output: str) -> str:
-    lines = [
-        line.strip()
-        for line in output.splitlines()
-        if line.strip()
-        and not line.startswith("{")
-        and "hostcraft-job-end" not in line
-        and ".go:" not in line
-    ]
-    unique: list[str] = []
-    for line in lines:
-        if line not in unique:
-            unique.append(line)
-    return " / ".join(unique[-3:])[:800]
 
 
 # Quiescing
