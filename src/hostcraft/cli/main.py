@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from hostcraft import __version__
-from hostcraft.cli import apps, lab, regions, servers, swarm, tokens
+from hostcraft.cli import apps, backups, lab, regions, servers, swarm, tokens
 from hostcraft.cli.client import ApiClient, CliError, config_path, write_config
 from hostcraft.cli.output import OutputFormat, OutputOption, emit, error_console, print_table
 
@@ -24,6 +24,7 @@ app.add_typer(swarm.app, name="swarm")
 app.add_typer(swarm.cluster_app, name="cluster")
 app.add_typer(lab.app, name="lab")
 app.add_typer(apps.app, name="app")
+app.add_typer(backups.app, name="backup")
 
 
 @app.command()
