@@ -34,10 +34,6 @@ class Settings(BaseSettings):
     backup_image: str = "hostcraft/restic:0.14"
     backup_job_timeout_seconds: float = Field(default=3600.0, gt=0)
     backup_node_concurrency: int = Field(default=1, ge=1)
-    backup_check_schedule: str = "0 4 * * 0"
-    backup_check_subset: str = "5%"
-    self_backup_destination: str | None = None
-    self_backup_schedule: str = "30 2 * * *"
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -84,7 +84,7 @@ def build_restic_image(client: docker.DockerClient, tag: str, *, restic_binary: 
 def _libraries(binary: str) -> list[str]:
     completed = subprocess.run(["ldd", binary], capture_output=True, text=True, check=False)
     if completed.returncode != 0:
-        # A static binary: ldd says "not a dynamic executable".
+        # ldd exits non-zero for a static binary, which needs no libraries.
         return []
     return re.findall(r"(/\S+\.so[.\d]*)", completed.stdout)
 

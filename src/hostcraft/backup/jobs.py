@@ -57,8 +57,8 @@ def run_job(
 ) -> JobResult:
     """Run ``sh -c SCRIPT`` once on ``node_id`` and return its final task state and output.
 
-    ``script`` is a fixed program text; every value it uses comes from ``variables`` or the
-    repository environment, never from string formatting, so no input reaches a shell string.
+    ``script`` is a fixed program text. Every value it uses comes from ``variables`` or the
+    repository environment, so no input is formatted into a shell string.
     """
     name = f"hostcraft-{purpose}-{uuid.uuid4().hex[:10]}"
     env = {**repository.environment(), **variables, "RESTIC_OPTIONS": " ".join(repository.options())}
@@ -158,7 +158,7 @@ exit $status
 """
 
 # Restore into a staging folder inside the target volume, so a failed restore leaves the
-# volume's data untouched; then replace the volume's content with exactly the snapshot's tree.
+# volume's data untouched. Only then is the volume's content replaced by the snapshot's tree.
 RESTORE_SCRIPT = """
 set -u
 staging="$HC_TARGET/.hostcraft-restore-$HC_RUN"

@@ -63,7 +63,7 @@ ProgressCallback = Callable[["Progress"], None]
 
 @dataclass(frozen=True)
 class Repository:
-    """Where a restic repository lives and the secrets that open it."""
+    """A restic repository location and the secrets that open it."""
 
     url: str
     password: str = field(repr=False)

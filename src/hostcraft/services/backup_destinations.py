@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 Kind = Literal["local", "s3"]
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+REGION_PATTERN = re.compile(r"[A-Za-z0-9-]{1,64}")
 REACHABILITY_TIMEOUT_SECONDS = 5.0
 
 
@@ -97,6 +98,11 @@ def _validate(data: DestinationInput) -> None:
     if data.prefix.startswith("/") or ".." in data.prefix.split("/"):
         raise ValidationError(
             f"invalid prefix {data.prefix!r}: use a relative path without '..'", field="prefix"
+        )
+    if data.s3_region is not None and not REGION_PATTERN.fullmatch(data.s3_region):
+        raise ValidationError(
+            f"invalid s3Region {data.s3_region!r}: expected letters, digits and '-', e.g. us-east-1",
+            field="s3Region",
         )
     if not data.access_key:
         raise ValidationError("accessKey is missing", field="accessKey")
