@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     alert_unreachable_checks: int = Field(default=2, ge=1)
     # /metrics needs a bearer token (any role) unless this is true.
     metrics_public: bool = False
+    # Backups.
+    restic_binary: str = "restic"
+    # Image of backup and restore jobs on swarm nodes: restic and a POSIX shell (busybox).
+    backup_image: str = "hostcraft/restic:0.14"
+    backup_job_timeout_seconds: float = Field(default=3600.0, gt=0)
+    backup_node_concurrency: int = Field(default=1, ge=1)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

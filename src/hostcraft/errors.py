@@ -11,7 +11,8 @@
     ├── EngineUnavailable          503  engine_unavailable  (a Docker engine did not respond)
     │   └── QuorumLost             503  quorum_lost         (cluster writes while Raft has no quorum)
     ├── OperationTimedOut          504  timeout             (a change did not settle in time)
-    └── LabError                   400  lab_error           (the local test lab cannot do this)
+    ├── LabError                   400  lab_error           (the local test lab cannot do this)
+    └── BackupError                502  backup_failed       (restic or a backup job failed; ``reason``)
 
 Messages say what happened and what to do next; ``details`` carries machine-readable context.
 """
@@ -105,3 +106,14 @@ class LabError(HostCraftError):
 
     status_code = 400
     code = "lab_error"
+
+
+class BackupError(HostCraftError):
+    """restic or a backup job failed; ``reason`` classifies the fault (see ``backup/restic.py``)."""
+
+    status_code = 502
+    code = "backup_failed"
+
+    def __init__(self, message: str, *, reason: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details={**(details or {}), "reason": reason})
+        self.reason = reason

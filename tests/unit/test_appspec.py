@@ -73,6 +73,14 @@ FULL: dict[str, Any] = {
     "slaTarget": 99.95,
     "backupSchedule": "0 */6 * * *",
     "backupRetentionDays": 90,
+    "backupTimezone": "Europe/Berlin",
+    "backupKeepLast": 7,
+    "backupKeepDaily": 14,
+    "backupKeepWeekly": 8,
+    "backupKeepMonthly": 12,
+    "backupQuiesce": "stop",
+    "backupDestination": "offsite",
+    "backupReplicateTo": ["dr-copy"],
 }
 
 
@@ -143,6 +151,14 @@ def test_minimal_document_gets_defaults() -> None:
         "slaTarget": 99.9,
         "backupSchedule": None,
         "backupRetentionDays": 30,
+        "backupTimezone": "UTC",
+        "backupKeepLast": None,
+        "backupKeepDaily": None,
+        "backupKeepWeekly": None,
+        "backupKeepMonthly": None,
+        "backupQuiesce": "none",
+        "backupDestination": None,
+        "backupReplicateTo": [],
     }
     assert spec.service_name == "default_web"
     assert spec.strategy == Strategy()

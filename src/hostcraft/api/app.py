@@ -18,6 +18,8 @@ from hostcraft.api.errors import install_error_handlers
 from hostcraft.api.routes import (
     alerts,
     applications,
+    backup_destinations,
+    backups,
     cluster,
     maintenance,
     metrics,
@@ -71,6 +73,8 @@ def create_app(runtime: Runtime, *, run_engine: bool | None = None) -> FastAPI:
     app.include_router(alerts.router)
     app.include_router(maintenance.router)
     app.include_router(metrics.router)
+    app.include_router(backup_destinations.router)
+    app.include_router(backups.router)
     return app
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import CroniterBadDateError, croniter
 
@@ -92,6 +93,14 @@ _FIELDS = (
     "slaTarget",
     "backupSchedule",
     "backupRetentionDays",
+    "backupTimezone",
+    "backupKeepLast",
+    "backupKeepDaily",
+    "backupKeepWeekly",
+    "backupKeepMonthly",
+    "backupQuiesce",
+    "backupDestination",
+    "backupReplicateTo",
 )
 
 
@@ -210,6 +219,14 @@ class AppSpec:
     sla_target: float = DEFAULT_SLA_TARGET_PERCENT
     backup_schedule: str | None = None
     backup_retention_days: int = 30
+    backup_timezone: str = "UTC"
+    backup_keep_last: int | None = None
+    backup_keep_daily: int | None = None
+    backup_keep_weekly: int | None = None
+    backup_keep_monthly: int | None = None
+    backup_quiesce: BackupQuiesce = "none"
+    backup_destination: str | None = None
+    backup_replicate_to: tuple[str, ...] = ()
 
     @property
     def service_name(self) -> str:
@@ -266,6 +283,14 @@ class AppSpec:
             "slaTarget": self.sla_target,
             "backupSchedule": self.backup_schedule,
             "backupRetentionDays": self.backup_retention_days,
+            "backupTimezone": self.backup_timezone,
+            "backupKeepLast": self.backup_keep_last,
+            "backupKeepDaily": self.backup_keep_daily,
+            "backupKeepWeekly": self.backup_keep_weekly,
+            "backupKeepMonthly": self.backup_keep_monthly,
+            "backupQuiesce": self.backup_quiesce,
+            "backupDestination": self.backup_destination,
+            "backupReplicateTo": list(self.backup_replicate_to),
         }
 
 
@@ -332,6 +357,7 @@ def validate_application(raw: dict[str, Any], *, require_secret_values: bool = T
     _check_local_volumes(volumes, replicas, problems)
 
     policy = _health_and_backup_policy(raw, problems)
+    backup_policy = _backup_retention_and_placement(raw, problems)
     problems.raise_if_any()
     return AppSpec(
         name=name or "",
@@ -350,6 +376,7 @@ def validate_application(raw: dict[str, Any], *, require_secret_values: bool = T
         strategy=strategy,
         endpoint_mode=endpoint_mode,
         **policy,
+        **backup_policy,
     )
 
 
@@ -1074,3 +1101,72 @@ def _backup_schedule(value: object, problems: _Problems) -> str | None:
         )
         return None
     return value
+
+
+BackupQuiesce = Literal["none", "stop", "pause"]
+DESTINATION_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+
+
+class _BackupFields(TypedDict):
+    backup_timezone: str
+    backup_keep_last: int | None
+    backup_keep_daily: int | None
+    backup_keep_weekly: int | None
+    backup_keep_monthly: int | None
+    backup_quiesce: BackupQuiesce
+    backup_destination: str | None
+    backup_replicate_to: tuple[str, ...]
+
+
+def _backup_retention_and_placement(raw: dict[str, Any], problems: _Problems) -> _BackupFields:
+    """Read the schedule time zone, keep-* retention, quiescing and destinations of backups."""
+    keep: dict[str, int | None] = {}
+    for key in ("backupKeepLast", "backupKeepDaily", "backupKeepWeekly", "backupKeepMonthly"):
+        value = raw.get(key)
+        keep[key] = (
+            None if value is None else _integer(value, key, problems, default=1, minimum=1, maximum=10_000)
+        )
+    quiesce = cast(
+        BackupQuiesce,
+        _choice(raw.get("backupQuiesce"), "backupQuiesce", ("none", "stop", "pause"), "none", problems),
+    )
+    destination = raw.get("backupDestination")
+    if destination is not None and not (
+        isinstance(destination, str) and DESTINATION_NAME_PATTERN.fullmatch(destination)
+    ):
+        problems.add(
+            "backupDestination", f"invalid backupDestination {destination!r}: expected a destination name"
+        )
+        destination = None
+    replicate_to = _string_list(raw.get("backupReplicateTo"), "backupReplicateTo", problems)
+    for index, name in enumerate(replicate_to):
+        if not DESTINATION_NAME_PATTERN.fullmatch(name):
+            problems.add(f"backupReplicateTo[{index}]", f"invalid destination name {name!r}")
+    return _BackupFields(
+        backup_timezone=_timezone(raw.get("backupTimezone"), problems),
+        backup_keep_last=keep["backupKeepLast"],
+        backup_keep_daily=keep["backupKeepDaily"],
+        backup_keep_weekly=keep["backupKeepWeekly"],
+        backup_keep_monthly=keep["backupKeepMonthly"],
+        backup_quiesce=quiesce,
+        backup_destination=destination,
+        backup_replicate_to=tuple(replicate_to),
+    )
+
+
+def _timezone(value: object, problems: _Problems) -> str:
+    if value is None:
+        return "UTC"
+    if isinstance(value, str) and value:
+        try:
+            ZoneInfo(value)
+            return value
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    close = difflib.get_close_matches(str(value), sorted(available_timezones()), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    problems.add(
+        "backupTimezone",
+        f"invalid backupTimezone {value!r}: expected an IANA time zone like 'Europe/Berlin'{hint}",
+    )
+    return "UTC"

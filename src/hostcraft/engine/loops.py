@@ -21,6 +21,7 @@ from hostcraft.engine.lease import acquire_lease, release_lease
 from hostcraft.engine.probes import ProbeEngine
 from hostcraft.runtime import Runtime
 from hostcraft.services.alert_delivery import deliver_pending
+from hostcraft.services.backup_schedules import prune_expired, run_due_backups
 from hostcraft.services.cluster_alerts import check_cluster_alerts
 from hostcraft.services.deployments import reconcile_paused_updates, resume_interrupted_deployments
 from hostcraft.services.health import check_server, prune_history
@@ -90,6 +91,8 @@ class Engine:
             ("check server health", self.check_all_servers),
             ("evaluate cluster alerts", lambda: check_cluster_alerts(self.runtime)),
             ("reconcile paused updates", lambda: reconcile_paused_updates(self.runtime)),
+            ("start due backups", lambda: run_due_backups(self.runtime)),
+            ("expire backups", lambda: prune_expired(self.runtime)),
         ]
         for name, step in steps:
             try:

@@ -443,3 +443,105 @@ class ClusterState(Base):
     quorum: Mapped[int] = mapped_column(Integer)
     fault_tolerance: Mapped[int] = mapped_column(Integer)
     checked_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class BackupDestination(Base):
+    """A restic repository location: a local path or an S3 bucket and prefix.
+
+    The repository password and the S3 secret key are Fernet-encrypted and never serialised
+    into a response; without the password no snapshot in the repository can be read.
+    """
+
+    __tablename__ = "backup_destinations"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))  # local | s3
+    path: Mapped[str | None] = mapped_column(String(1024), default=None)
+    endpoint: Mapped[str | None] = mapped_column(String(512), default=None)
+    bucket: Mapped[str | None] = mapped_column(String(63), default=None)
+    prefix: Mapped[str] = mapped_column(String(512), default="")
+    s3_region: Mapped[str | None] = mapped_column(String(64), default=None)
+    path_style: Mapped[bool] = mapped_column(Boolean, default=True)
+    access_key: Mapped[str | None] = mapped_column(String(256), default=None)
+    secret_key_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
+    password_encrypted: Mapped[str] = mapped_column(Text)
+    # The HostCraft region the storage belongs to; replication copies to other regions' destinations.
+    region_id: Mapped[int | None] = mapped_column(ForeignKey("regions.id", ondelete="SET NULL"), default=None)
+    last_test_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    last_test_ok: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    last_test_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Backup(Base):
+    """One backup run: kind, status ``queued → running → succeeded | failed | expired``, snapshots.
+
+    ``parts`` lists one entry per restic snapshot written (``{"part": "config" | "volume:NAME" |
+    "database:NAME", "snapshotId", "bytesAdded", "totalBytes", "node"}``). Only a succeeded
+    backup's snapshots count as good; a failed backup's snapshots are forgotten.
+    """
+
+    __tablename__ = "backups"
+    __table_args__ = (
+        Index("ix_backups_app_status", "application_id", "status"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    application_id: Mapped[int | None] = mapped_column(
+        ForeignKey("applications.id", ondelete="SET NULL"), default=None
+    )
+    application_name: Mapped[str | None] = mapped_column(String(128), default=None)
+    destination_id: Mapped[int] = mapped_column(ForeignKey("backup_destinations.id", ondelete="RESTRICT"))
+    kind: Mapped[str] = mapped_column(String(16))  # config | volume | database | full | self
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    trigger: Mapped[str] = mapped_column(String(16), default="manual")  # manual | schedule | safety
+    actor: Mapped[str] = mapped_column(String(128))
+    parts: Mapped[list[Any]] = mapped_column(default=list)
+    bytes_added: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    total_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    duration_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    node: Mapped[str | None] = mapped_column(String(256), default=None)
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    checked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    check_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    restore_tested_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    restore_test_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    replicated_to: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class BackupRestore(Base):
+    """One restore of a backup to a server, in mode ``replace`` or ``new``."""
+
+    __tablename__ = "backup_restores"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    backup_id: Mapped[int] = mapped_column(ForeignKey("backups.id", ondelete="CASCADE"))
+    mode: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    target_server_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    target: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    actor: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class BackupSchedule(Base):
+    """Due work of the backup loop: ``key`` is ``app:<id>``, ``check:<destination id>`` or ``self``."""
+
+    __tablename__ = "backup_schedules"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expression: Mapped[str] = mapped_column(String(128))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    next_run_at: Mapped[dt.datetime] = mapped_column()
+    last_run_at: Mapped[dt.datetime | None] = mapped_column(default=None)

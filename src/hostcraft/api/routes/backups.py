@@ -1,0 +1,134 @@
+"""Backups: ``POST /api/applications/{id}/backups``, ``/api/backups``, restores and verification."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, status
+from pydantic import Field, StrictBool
+
+from hostcraft.api.auth import Principal, current_principal, get_runtime
+from hostcraft.api.schemas import Body
+from hostcraft.runtime import Runtime
+from hostcraft.services import backup_restore, backups
+
+router = APIRouter(tags=["backups"], dependencies=[Depends(current_principal)])
+
+
+class BackupIn(Body):
+    type: Literal["config", "volume", "database", "full"]
+    upload_to_s3: StrictBool | None = None
+    destination_id: int | None = None
+
+
+class RestoreIn(Body):
+    mode: Literal["replace", "new"] = "new"
+    target_server_id: int | None = None
+    target_region_id: int | None = None
+    stop_app: StrictBool = False
+
+
+class PointInTimeRestoreIn(RestoreIn):
+    at: dt.datetime = Field(description="restore the newest succeeded backup taken at or before this time")
+
+
+@router.post("/api/applications/{app_id}/backups", status_code=status.HTTP_202_ACCEPTED)
+def create_backup(
+    app_id: int,
+    body: BackupIn,
+    wait: bool = Query(default=False),
+    runtime: Runtime = Depends(get_runtime),
+    principal: Principal = Depends(current_principal),
+) -> dict[str, Any]:
+    """Queue a backup; poll ``GET /api/backups/{id}`` (or pass wait=true) for its outcome."""
+    with runtime.store.session() as session:
+        backup = backups.start_backup(
+            session,
+            runtime,
+            app_id,
+            kind=body.type,
+            destination_id=body.destination_id,
+            upload_to_s3=body.upload_to_s3,
+            actor=principal.actor,
+            wait=wait,
+        )
+        return backups.backup_out(backup)
+
+
+@router.get("/api/applications/{app_id}/backups")
+def list_app_backups(
+    app_id: int,
+    status_filter: str | None = Query(default=None, alias="status"),
+    runtime: Runtime = Depends(get_runtime),
+) -> list[dict[str, Any]]:
+    with runtime.store.session() as session:
+        return [
+            backups.backup_out(item)
+            for item in backups.list_backups(session, app_id=app_id, status=status_filter)
+        ]
+
+
+@router.get("/api/backups")
+def list_backups(
+    status_filter: str | None = Query(default=None, alias="status"),
+    limit: int = Query(default=100, ge=1, le=1000),
+    runtime: Runtime = Depends(get_runtime),
+) -> list[dict[str, Any]]:
+    with runtime.store.session() as session:
+        return [
+            backups.backup_out(item)
+            for item in backups.list_backups(session, status=status_filter, limit=limit)
+        ]
+
+
+@router.get("/api/backups/{backup_id}")
+def get_backup(backup_id: int, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    with runtime.store.session() as session:
+        return backups.backup_out(backups.get_backup(session, backup_id))
+
+
+@router.post("/api/backups/{backup_id}/restore")
+def restore_backup(
+    backup_id: int,
+    body: RestoreIn,
+    runtime: Runtime = Depends(get_runtime),
+    principal: Principal = Depends(current_principal),
+) -> dict[str, Any]:
+    """Restore a succeeded backup; ``replace`` refuses a volume in use unless ``stopApp`` is true."""
+    with runtime.store.session() as session:
+        restore = backup_restore.restore_backup(
+            session,
+            runtime,
+            backup_id,
+            mode=body.mode,
+            target_server_id=body.target_server_id,
+            target_region_id=body.target_region_id,
+            stop_app=body.stop_app,
+            actor=principal.actor,
+        )
+        return backup_restore.restore_out(restore)
+
+
+@router.post("/api/applications/{app_id}/restore")
+def restore_point_in_time(
+    app_id: int,
+    body: PointInTimeRestoreIn,
+    runtime: Runtime = Depends(get_runtime),
+    principal: Principal = Depends(current_principal),
+) -> dict[str, Any]:
+    """Restore the newest succeeded backup of the app taken at or before ``at``."""
+    at = body.at if body.at.tzinfo else body.at.replace(tzinfo=dt.UTC)
+    with runtime.store.session() as session:
+        backup = backups.backup_at(session, app_id, at)
+        restore = backup_restore.restore_backup(
+            session,
+            runtime,
+            backup.id,
+            mode=body.mode,
+            target_server_id=body.target_server_id,
+            target_region_id=body.target_region_id,
+            stop_app=body.stop_app,
+            actor=principal.actor,
+        )
+        return backup_restore.restore_out(restore)
