@@ -11,7 +11,9 @@
     ├── EngineUnavailable          503  engine_unavailable  (a Docker engine did not respond)
     │   └── QuorumLost             503  quorum_lost         (cluster writes while Raft has no quorum)
     ├── OperationTimedOut          504  timeout             (a change did not settle in time)
-    └── LabError                   400  lab_error           (the local test lab cannot do this)
+    ├── LabError                   400  lab_error           (the local test lab cannot do this)
+    ├── DumpFailed                 502  dump_failed         (a dump tool failed or wrote an incomplete dump)
+    └── RestoreFailed              502  restore_failed      (a restore failed; the original data is unchanged)
 
 Messages say what happened and what to do next; ``details`` carries machine-readable context.
 """
@@ -105,3 +107,17 @@ class LabError(HostCraftError):
 
     status_code = 400
     code = "lab_error"
+
+
+class DumpFailed(HostCraftError):
+    """A database's dump tool exited non-zero, or its output was empty, truncated or invalid."""
+
+    status_code = 502
+    code = "dump_failed"
+
+
+class RestoreFailed(HostCraftError):
+    """A database restore failed before the swap, so the original data is unchanged."""
+
+    status_code = 502
+    code = "restore_failed"

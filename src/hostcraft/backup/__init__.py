@@ -1,0 +1,1 @@
+"""Backups with restic: repositories, the restic runner, jobs on Swarm nodes and restores."""
