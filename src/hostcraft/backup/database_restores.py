@@ -39,6 +39,38 @@ _SWAP_ATTEMPTS = 5
 _REPLICATION_TIMEOUT = 600.0
 
 
+class _SkipOwnRoleCreation:
+    """Drop the ``CREATE ROLE`` of the restoring user from a pg_dumpall script as it streams.
+
+    pg_dumpall writes ``CREATE ROLE`` for every role, the connecting superuser included, which
+    always exists in the target; with ON_ERROR_STOP that one expected error would stop the
+    restore. Its ``ALTER ROLE`` line that follows still applies the attributes.
+    """
+
+    def __init__(self, source: ByteSource, user: str) -> None:
+        self._source = source
+        self._skip = {f"CREATE ROLE {user};\n".encode(), f"CREATE ROLE {_quote_identifier(user)};\n".encode()}
+        self._pending = b""
+        self._ended = False
+
+    def read(self, size: int = -1) -> bytes:
+        # An empty result means the end of the dump to the caller, so keep reading while
+        # every complete line was dropped.
+        while True:
+            while not self._ended and b"\n" not in self._pending:
+                chunk = self._source.read(size if size > 0 else 1024 * 1024)
+                self._ended = not chunk
+                self._pending += chunk
+            if self._ended:
+                complete, self._pending = self._pending, b""
+            else:
+                cut = self._pending.rindex(b"\n") + 1
+                complete, self._pending = self._pending[:cut], self._pending[cut:]
+            kept = b"".join(line for line in complete.splitlines(keepends=True) if line not in self._skip)
+            if kept or self._ended:
+                return kept
+
+
 class _CheckedReader:
     """Feed everything read from ``source`` to a format checker on its way into a tool."""
 
@@ -339,7 +371,7 @@ def _restore_postgresql_cluster(
         source,
         command,
         postgresql_environment(source),
-        stdin=_CheckedReader(dump, checker),
+        stdin=_SkipOwnRoleCreation(_CheckedReader(dump, checker), source.effective_user or "postgres"),
     )
     problem = f"psql exited with code {code}: {last_lines(stderr)}" if code != 0 else ""
     if not problem:

@@ -306,6 +306,7 @@ def _dump_plan(source: DatabaseSource) -> _DumpPlan:
             "--triggers",
             "--events",
             "--hex-blob",
+            "--default-character-set=utf8mb4",
             f"--host={_LOOPBACK}",
             f"--port={port}",
             f"--user={user}",

@@ -12,6 +12,7 @@ carries only a header, or stops before the format's own end marker.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Generator
 from typing import Literal, Protocol
 
@@ -20,6 +21,9 @@ DumpFormat = Literal["pg_dump_custom", "pg_dumpall_sql", "mysqldump_sql", "redis
 # How much of the start and of the end of a text dump is kept for the checks.
 _HEADER_BYTES = 256
 _TAIL_BYTES = 4096
+# The last lines each tool writes after everything else, checked byte for byte up to the end.
+_PG_DUMPALL_TRAILER = re.compile(rb"\n--\n-- PostgreSQL database cluster dump complete\n--\n\n\Z")
+_MYSQLDUMP_TRAILER = re.compile(rb"\n-- Dump completed( on \d{4}-\d{2}-\d{2} +\d{1,2}:\d{2}:\d{2})?\n\Z")
 
 
 class DumpIncomplete(Exception):
@@ -39,24 +43,29 @@ def checker_for(dump_format: DumpFormat) -> DumpChecker:
     if dump_format == "pg_dumpall_sql":
         return SqlDumpChecker(
             headers=(b"--\n-- PostgreSQL database cluster dump\n",),
-            trailer="-- PostgreSQL database cluster dump complete",
+            trailer=_PG_DUMPALL_TRAILER,
+            marker="-- PostgreSQL database cluster dump complete",
             tool="pg_dumpall",
         )
     if dump_format == "mysqldump_sql":
         return SqlDumpChecker(
             headers=(b"-- MariaDB dump", b"-- MySQL dump", b"/*M!999999"),
-            trailer="-- Dump completed",
+            trailer=_MYSQLDUMP_TRAILER,
+            marker="-- Dump completed",
             tool="mysqldump",
         )
     return RdbChecker()
 
 
 class SqlDumpChecker:
-    """Check a plain SQL dump: its first bytes and the tool's completion comment at the end."""
+    """Check a plain SQL dump: its first bytes and the tool's completion comment at the very end."""
 
-    def __init__(self, *, headers: tuple[bytes, ...], trailer: str, tool: str) -> None:
+    def __init__(
+        self, *, headers: tuple[bytes, ...], trailer: re.Pattern[bytes], marker: str, tool: str
+    ) -> None:
         self._headers = headers
         self._trailer = trailer
+        self._marker = marker
         self._tool = tool
         self._head = b""
         self._tail = b""
@@ -73,11 +82,9 @@ class SqlDumpChecker:
             raise DumpIncomplete(f"{self._tool} wrote an empty dump")
         if not self._head.startswith(self._headers):
             raise DumpIncomplete(f"{self._tool} output does not start with a {self._tool} header")
-        lines = [line.strip() for line in self._tail.decode("utf-8", errors="replace").splitlines()]
-        meaningful = [line for line in lines if line and line != "--"]
-        if not meaningful or not meaningful[-1].startswith(self._trailer):
+        if not self._trailer.search(self._tail):
             raise DumpIncomplete(
-                f"{self._tool} output ends without {self._trailer!r}: the dump is truncated "
+                f"{self._tool} output does not end with {self._marker!r}: the dump is truncated "
                 f"({self._size} bytes)"
             )
 
