@@ -1,9 +1,9 @@
 """Engine-specific restores and fingerprints behind ``hostcraft.backup.databases``.
 
-Each restore loads into a scratch place first (a temporary database, schema or Redis server)
-and touches the original only with one atomic step after the load and its checks succeeded:
+Each restore loads into a scratch place first: a temporary database, schema or Redis server.
+The original changes only in one atomic step after the load and its checks succeeded.
 PostgreSQL renames two databases in one transaction, MariaDB and MySQL move every table with
-one ``RENAME TABLE`` statement, Redis copies the checked data set by replication.
+one ``RENAME TABLE`` statement, and Redis copies the checked data set by replication.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from hostcraft.errors import ConflictError, RestoreFailed, ValidationError
 logger = logging.getLogger(__name__)
 
 _LOOPBACK = "127.0.0.1"
-# Connections that arrive between terminating them and the rename make the rename fail; it
-# is then retried, and the original stays in place if every attempt fails.
+# A connection that arrives between terminating the others and the rename makes the rename
+# fail. It is retried, and the original stays in place if every attempt fails.
 _SWAP_ATTEMPTS = 5
 _REPLICATION_TIMEOUT = 600.0
 
@@ -42,9 +42,9 @@ _REPLICATION_TIMEOUT = 600.0
 class _SkipOwnRoleCreation:
     """Drop the ``CREATE ROLE`` of the restoring user from a pg_dumpall script as it streams.
 
-    pg_dumpall writes ``CREATE ROLE`` for every role, the connecting superuser included, which
-    always exists in the target; with ON_ERROR_STOP that one expected error would stop the
-    restore. Its ``ALTER ROLE`` line that follows still applies the attributes.
+    pg_dumpall writes ``CREATE ROLE`` for every role, including the connecting superuser, who
+    exists in every target. With ON_ERROR_STOP that expected error would stop the restore,
+    so the line is dropped. The ``ALTER ROLE`` line after it still applies the attributes.
     """
 
     def __init__(self, source: ByteSource, user: str) -> None:
@@ -483,7 +483,7 @@ def restore_mysql(
     try:
         _load_mysql_dump(client, container_id, source, dump, scratch, original=name)
         if mode == "replace":
-            _refuse_unmovable_objects(client, container_id, source, scratch, original=name)
+            _reject_unmovable_objects(client, container_id, source, scratch, original=name)
     except RestoreFailed:
         _drop_mysql_database(client, container_id, source, scratch)
         raise
@@ -536,7 +536,7 @@ def _load_mysql_dump(
         ) from exc
 
 
-def _refuse_unmovable_objects(
+def _reject_unmovable_objects(
     client: docker.DockerClient, container_id: str, source: DatabaseSource, scratch: str, *, original: str
 ) -> None:
     literal = _quote_mysql_literal(scratch)
@@ -685,7 +685,8 @@ def restore_redis(
 def _upload_rdb(
     client: docker.DockerClient, container_id: str, source: DatabaseSource, dump: ByteSource, directory: str
 ) -> None:
-    checker = checker_for("redis_rdb")
+    # redis-check-rdb below verifies the checksum much faster than Python could.
+    checker = checker_for("redis_rdb", verify_checksum=False)
     code, _, stderr = _run(
         client,
         container_id,

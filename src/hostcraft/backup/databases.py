@@ -4,7 +4,7 @@ Every tool runs through the Docker exec API in the database's container and conn
 server over TCP on 127.0.0.1, so the password is checked. Passwords travel only in the exec's
 environment (PGPASSWORD, MYSQL_PWD, REDISCLI_AUTH), never on a command line, and are scrubbed
 from every message. Dumps stream to a caller's sink (for example restic's stdin) and are
-checked for completeness on the way; restores load into a temporary database first and swap
+checked for completeness on the way. Restores load into a temporary database first and swap
 only after the load succeeded, so a failed restore leaves the original data as it was.
 """
 
@@ -41,16 +41,22 @@ DEFAULT_USERS: dict[Engine, str | None] = {
 _LOOPBACK = "127.0.0.1"
 _SCRUBBED = "******"
 
-# MariaDB 11 images ship only mariadb-dump and mariadb; MySQL images only mysqldump and mysql.
+# MariaDB 11 images contain only mariadb-dump and mariadb, MySQL images only mysqldump and mysql.
 _MYSQL_DUMP_TOOL = (
     'if command -v mariadb-dump >/dev/null 2>&1; then exec mariadb-dump "$@"; fi; exec mysqldump "$@"'
 )
 # redis-cli 7.0 leaves the 40-byte end marker of a diskless transfer at the end of the RDB
-# when it writes to stdout, because it cannot truncate a pipe. Into a file it truncates it.
+# when it writes to stdout, because it cannot truncate a pipe. Into a file it removes it.
+# redis-check-rdb then checks the whole file at C speed, checksum included. The file's
+# SHA-256 on stderr lets the caller check that the copy it received is the same.
 _REDIS_DUMP_TOOL = (
     'rdb="$(mktemp)" || exit 1; trap \'rm -f "$rdb"\' EXIT; '
-    'redis-cli "$@" --rdb "$rdb" >&2 || exit $?; cat "$rdb"'
+    'redis-cli "$@" --rdb "$rdb" >&2 || exit $?; '
+    'redis-check-rdb "$rdb" >&2 || { echo "redis-check-rdb rejected the RDB file" >&2; exit 3; }; '
+    'cat "$rdb" || exit $?; '
+    'echo "hostcraft-rdb-sha256 $(sha256sum "$rdb" | cut -d " " -f 1)" >&2'
 )
+_RDB_DIGEST_LINE = re.compile(r"^hostcraft-rdb-sha256 ([0-9a-f]{64})$", re.MULTILINE)
 _MYSQL_CLIENT_TOOL = 'if command -v mariadb >/dev/null 2>&1; then exec mariadb "$@"; fi; exec mysql "$@"'
 
 
@@ -104,7 +110,7 @@ class DumpResult:
 
 @dataclass(frozen=True)
 class RestoreResult:
-    """A finished restore: which database now holds the data and what became of the old one."""
+    """A finished restore: the database that now contains the data and the fate of the old one."""
 
     engine: Engine
     database: str | None
@@ -126,11 +132,11 @@ def dump_database(
 
     ``progress`` receives the number of bytes written so far. The sink is flushed, not
     closed. Raises DumpFailed when the tool exits non-zero or the dump is empty, truncated
-    or not in its format; the caller must then discard whatever reached the sink.
+    or not in its format. The caller must then discard whatever reached the sink.
     """
     plan = _dump_plan(source)
     tool_version = _tool_version(client, container_id, plan.version_command)
-    checker = checker_for(plan.format)
+    checker = checker_for(plan.format, verify_checksum=False)
     digest = hashlib.sha256()
     written = 0
     started = time.monotonic()
@@ -170,6 +176,8 @@ def dump_database(
         ) from exc
     stderr = scrub(result.stderr, source.password)
     _check_dump(plan, result, checker, stderr, written, context)
+    if plan.format == "redis_rdb":
+        _check_rdb_digest(stderr, digest.hexdigest(), context)
 
     duration = time.monotonic() - started
     logger.info(
@@ -357,6 +365,16 @@ def _check_dump(
             "check the container's disk space and the tool's output, then retry",
             details={**context, "bytes": written, "stderr": stderr[-4000:]},
         ) from exc
+
+
+def _check_rdb_digest(stderr: str, received: str, context: dict[str, object]) -> None:
+    match = _RDB_DIGEST_LINE.search(stderr)
+    if match is None or match.group(1) != received:
+        raise DumpFailed(
+            "the RDB file received differs from the one redis-check-rdb checked in the container "
+            f"(SHA-256 {received} vs {match.group(1) if match else 'missing'}); the dump is not valid; retry",
+            details=dict(context),
+        )
 
 
 def _tool_version(client: docker.DockerClient, container_id: str, command: list[str]) -> str:

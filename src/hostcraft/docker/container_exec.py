@@ -1,8 +1,9 @@
 """Run a command inside a container through the exec API, streaming stdin and stdout.
 
-docker-py's ``exec_run`` either buffers the whole output or hides the exit code of a stream;
-dumps and restores need both, plus stdin, so this module reads the multiplexed stream itself:
-frames with an 8-byte header (stream type, three zero bytes, big-endian length).
+docker-py's ``exec_run`` either buffers the whole output or hides the exit code of a stream.
+Dumps and restores need a stream, its exit code and stdin, so this module reads the
+multiplexed stream itself. Each frame has an 8-byte header: the stream type, three zero
+bytes and the big-endian payload length.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def exec_in_container(
     """Run ``command`` in the container, pass each stdout chunk to ``on_stdout``, and wait.
 
     ``environment`` goes to the exec's own environment (never to its command line). When
-    ``on_stdout`` raises, the stream is closed, so the tool sees a broken pipe, and the
+    ``on_stdout`` raises, the stream is closed, so the tool gets a broken pipe, and the
     exception propagates. No read timeout applies, because a dump may be silent for minutes.
     """
     try:
@@ -112,7 +113,7 @@ def _send_stdin(connection: socket.socket, source: ByteSource, errors: list[OSEr
             connection.sendall(chunk)
         # A half-close is how the engine learns that stdin ended.
         connection.shutdown(socket.SHUT_WR)
-    except OSError as exc:  # the command exited early or the stream closed; its exit code tells why
+    except OSError as exc:  # the command exited early or the stream closed, and its exit code shows why
         errors.append(exc)
 
 
