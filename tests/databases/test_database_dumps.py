@@ -6,6 +6,7 @@ import hashlib
 import io
 import socket
 import subprocess
+import time
 from typing import Any
 
 import docker
@@ -19,7 +20,7 @@ from hostcraft.backup.databases import (
 )
 from hostcraft.backup.dump_formats import DumpIncomplete, checker_for
 from hostcraft.errors import ConflictError, DumpFailed, RestoreFailed, ValidationError
-from tests.databases.conftest import StartDatabase, run_sql, table_checksums
+from tests.database_fixtures import StartDatabase, run_sql, table_checksums
 
 pytestmark = pytest.mark.docker
 
@@ -270,6 +271,32 @@ def test_empty_or_header_only_dump_fails(
         dump_database(docker_engine, container.id, source, io.BytesIO())
 
     assert expected in raised.value.message
+
+
+def test_failing_sink_fails_dump(docker_engine: docker.DockerClient, start_database: StartDatabase) -> None:
+    container, source = start_database("postgresql")
+    run_sql(container, source, PG_SCHEMA)
+
+    class ClosedPipe:
+        """A sink like restic's stdin after restic exited: every write fails."""
+
+        def write(self, chunk: bytes) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            pass
+
+    with pytest.raises(DumpFailed) as raised:
+        dump_database(docker_engine, container.id, source, ClosedPipe())  # type: ignore[arg-type]
+
+    assert "failed to write the pg_dump dump to its destination after 0 bytes" in raised.value.message
+    # The closed stream ends pg_dump with a broken pipe; it may take a moment to exit.
+    list_processes = ["sh", "-c", "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '"]
+    for _ in range(100):
+        if b"pg_dump" not in container.exec_run(list_processes).output:
+            break
+        time.sleep(0.1)
+    assert b"pg_dump" not in container.exec_run(list_processes).output
 
 
 def test_truncated_dump_stream_fails(

@@ -170,6 +170,8 @@ _OFFSET_NOT_SET = 1
 _OFFSET_SET = 2
 _OFFSET_NO_DATA = 3
 _FORMAT_CUSTOM = 1
+# NOTE: only archives of pg_dump 15 (format version 1.14) are tested against a real pg_dump.
+# The fields of 1.15 (compression algorithm) and 1.16 (relation kind) follow the source.
 _OLDEST_VERSION = (1, 12, 0)
 _NEWEST_VERSION = (1, 16, 0)
 
