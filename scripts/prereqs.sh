@@ -4,7 +4,7 @@
 HOSTCRAFT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$HOSTCRAFT_ROOT/.venv"
 STATE_DIR="$HOSTCRAFT_ROOT/.hostcraft"
-DEBIAN_PACKAGES=(docker.io postgresql restic busybox-static iproute2 iptables docker-registry openssh-server openssh-client psmisc)
+DEBIAN_PACKAGES=(docker.io postgresql restic busybox-static iproute2 iptables docker-registry openssh-server openssh-client psmisc debootstrap)
 
 log() { printf '\033[1m==>\033[0m %s\n' "$*"; }
 fail() { printf 'error: %s\n' "$*" >&2; exit 1; }

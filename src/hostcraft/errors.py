@@ -12,7 +12,9 @@
     │   └── QuorumLost             503  quorum_lost         (cluster writes while Raft has no quorum)
     ├── OperationTimedOut          504  timeout             (a change did not settle in time)
     ├── LabError                   400  lab_error           (the local test lab cannot do this)
-    └── BackupError                502  backup_failed       (restic or a backup job failed; ``reason``)
+    ├── BackupError                502  backup_failed       (restic or a backup job failed; ``reason``)
+    ├── DumpFailed                 502  dump_failed         (a dump tool failed or wrote an incomplete dump)
+    └── RestoreFailed              502  restore_failed      (a restore failed; the original data is unchanged)
 
 Messages say what happened and what to do next; ``details`` carries machine-readable context.
 """
@@ -117,3 +119,17 @@ class BackupError(HostCraftError):
     def __init__(self, message: str, *, reason: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message, details={**(details or {}), "reason": reason})
         self.reason = reason
+
+
+class DumpFailed(HostCraftError):
+    """A database's dump tool exited non-zero, or its output was empty, truncated or invalid."""
+
+    status_code = 502
+    code = "dump_failed"
+
+
+class RestoreFailed(HostCraftError):
+    """A database restore failed before the swap, so the original data is unchanged."""
+
+    status_code = 502
+    code = "restore_failed"

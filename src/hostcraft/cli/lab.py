@@ -65,9 +65,14 @@ def up(
         "server and form the swarm through the HostCraft API.",
     ),
     images: bool = typer.Option(True, "--images/--no-images", help="Build and push the lab images."),
+    databases: bool = typer.Option(
+        False,
+        "--databases",
+        help="Also push the PostgreSQL, MariaDB and Redis images (built with debootstrap on first use).",
+    ),
 ) -> None:
     """Start (or reuse) a lab; without --register the lab forms its swarm itself."""
-    from hostcraft.lab import build_images, lab_up
+    from hostcraft.lab import build_images, lab_up, push_database_images
 
     console.print(f"lab {name}: {managers} manager(s), {workers} worker(s)")
     lab = _guarded(
@@ -79,6 +84,10 @@ def up(
         built = _guarded(lambda: build_images(lab, progress=_progress))
         for logical, reference in built.items():
             console.print(f"  image {logical}: {reference}", highlight=False)
+    if databases:
+        pushed = _guarded(lambda: push_database_images(lab, progress=_progress))
+        for engine, reference in pushed.items():
+            console.print(f"  image {engine}: {reference}", highlight=False)
     if register:
         register_lab(lab, region or name)
     print_table(
@@ -166,13 +175,23 @@ def list_labs_command(output: OutputFormat = OutputOption) -> None:
 
 
 @app.command("images")
-def images_command(name: str = typer.Argument(..., help="Lab name.")) -> None:
-    """Build the lab images from Debian's busybox and push them to the lab registry."""
-    from hostcraft.lab import build_images
+def images_command(
+    name: str = typer.Argument(..., help="Lab name."),
+    databases: bool = typer.Option(
+        False,
+        "--databases",
+        help="Also push the PostgreSQL, MariaDB and Redis images (built with debootstrap on first use).",
+    ),
+) -> None:
+    """Build the lab images from Debian packages and push them to the lab registry."""
+    from hostcraft.lab import build_images, push_database_images
 
     lab = _lab(name)
     for logical, reference in _guarded(lambda: build_images(lab, progress=_progress)).items():
         console.print(f"{logical}: {reference}", highlight=False)
+    if databases:
+        for engine, reference in _guarded(lambda: push_database_images(lab, progress=_progress)).items():
+            console.print(f"{engine}: {reference}", highlight=False)
 
 
 def _node_action(verb: str, node: str) -> None:

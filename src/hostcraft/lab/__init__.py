@@ -5,6 +5,7 @@ lab bridge with its own subnet, next to a real image registry on the bridge addr
 Everything here needs root and Linux, and raises ``LabError`` otherwise.
 """
 
+from hostcraft.lab.database_images import ensure_database_images, push_database_images
 from hostcraft.lab.images import build_images
 from hostcraft.lab.lifecycle import (
     heal_node,
@@ -26,6 +27,7 @@ __all__ = [
     "Lab",
     "LabNode",
     "build_images",
+    "ensure_database_images",
     "heal_node",
     "kill_node",
     "lab_down",
@@ -35,6 +37,7 @@ __all__ = [
     "node_client",
     "node_running",
     "partition_node",
+    "push_database_images",
     "start_node",
     "stop_node",
 ]

@@ -196,7 +196,12 @@ def _busybox_applets() -> list[str]:
 
 
 def _asset_files() -> Iterator[Path]:
-    return (path for path in ASSETS_DIR.rglob("*") if path.is_file())
+    # The database images have their own recipe digest in hostcraft.lab.database_images.
+    return (
+        path
+        for path in ASSETS_DIR.rglob("*")
+        if path.is_file() and path.relative_to(ASSETS_DIR).parts[0] != "databases"
+    )
 
 
 def _add_file(archive: tarfile.TarFile, name: str, content: bytes, mode: int) -> None:

@@ -109,6 +109,18 @@ class Lab:
             "webapp:v2": f"{self.registry}/hostcraft/webapp:v2",
         }
 
+    def database_images(self) -> dict[str, str]:
+        """Map each database engine to its image reference in the lab registry.
+
+        The references are where ``push_database_images`` pushes; this method does not check
+        that the images are there.
+        """
+        return {
+            "postgresql": f"{self.registry}/hostcraft/postgres:15",
+            "mariadb": f"{self.registry}/hostcraft/mariadb:10.11",
+            "redis": f"{self.registry}/hostcraft/redis:7",
+        }
+
 
 def validate_lab_name(name: str) -> str:
     """Return ``name`` if it is a valid lab name, else raise LabError."""
