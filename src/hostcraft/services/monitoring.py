@@ -1,8 +1,8 @@
 """Application monitoring: which apps are probed, their results, incidents and uptime.
 
-The probe engine (engine/probes.py) measures; this module stores what it measured, opens and
-resolves incidents at the thresholds, raises and resolves the health alerts, compacts the
-probe history and computes uptime from incidents.
+The probe engine (engine/probes.py) measures. This module stores the results and opens and
+resolves incidents at the thresholds, with their alerts. It also compacts the probe history
+and computes uptime from incidents.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def application_metrics(session: Session) -> Iterator[Metric]:
 
 @dataclass(frozen=True)
 class ProbeTarget:
-    """What the probe engine checks for one application, and how often."""
+    """The probe settings of one application: target, interval and thresholds."""
 
     application_id: int
     name: str
@@ -334,7 +334,7 @@ def open_incident_of(session: Session, app_id: int) -> Incident | None:
 
 
 def _deployment_before(session: Session, app_id: int, instant: dt.datetime) -> Deployment | None:
-    """The last deploy or rollback that started before ``instant`` and did not fail to start."""
+    """Return the last deploy or rollback that started before ``instant`` and is running or succeeded."""
     return session.scalars(
         select(Deployment)
         .where(
@@ -349,7 +349,7 @@ def _deployment_before(session: Session, app_id: int, instant: dt.datetime) -> D
 
 
 def rollback_target(session: Session, app_id: int, current_id: int | None) -> Deployment | None:
-    """The succeeded deployment before ``current_id`` that pinned an image: where a rollback goes."""
+    """Return the succeeded deployment before ``current_id`` that pinned an image, the rollback target."""
     query = select(Deployment).where(
         Deployment.application_id == app_id,
         Deployment.status == "succeeded",

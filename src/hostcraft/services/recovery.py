@@ -1,8 +1,8 @@
 """The recovery ladder in action, and the Swarm-side health check of apps without a URL.
 
-``run_recovery`` is called by the engine every few seconds: for each open incident it reads
-the situation, lets domain/recovery.py decide, and acts through the deployment service, so a
-recovery restart or rollback is a deployment like any other (serialized, monitored, recorded).
+The engine calls ``run_recovery`` every few seconds. For each open incident it reads the
+situation, lets domain/recovery.py decide, and acts through the deployment service. A recovery
+restart or rollback is therefore a deployment like any other: serialized, monitored, recorded.
 """
 
 from __future__ import annotations
@@ -267,9 +267,9 @@ def _give_up(session: Session, app: Application, incident: Incident, decision: D
 def watch_service(runtime: Runtime, app_id: int, *, now: dt.datetime | None = None) -> ProbeOutcome:
     """Check an app through Swarm: running tasks vs desired replicas, and no restart loop.
 
-    A task with a container healthcheck is reported ``running`` by Swarm only once it is healthy
-    (it stays ``starting`` before), and Swarm replaces unhealthy containers, which shows up as
-    failed tasks: so running tasks and recent failures cover container health too.
+    Swarm reports a task with a container healthcheck ``running`` only once it is healthy (it
+    stays ``starting`` before). Swarm also replaces unhealthy containers, which shows up as
+    failed tasks. Running tasks and recent failures therefore cover container health too.
     """
     now = now or utcnow()
     with runtime.store.session() as session:
