@@ -28,6 +28,7 @@ from hostcraft.services.monitoring import (
     MaintenanceLookup,
     ProbeOutcome,
     ProbeTarget,
+    TargetCache,
     compact_history,
     no_maintenance,
     probe_targets,
@@ -86,6 +87,7 @@ class ProbeEngine:
         self.on_outcome = on_outcome
         self.stats = ProbeStats()
         self._targets: dict[int, ProbeTarget] = {}
+        self._target_cache: TargetCache = {}
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -146,7 +148,7 @@ class ProbeEngine:
 
     def _load_targets(self) -> list[ProbeTarget]:
         with self.runtime.store.session() as session:
-            return probe_targets(session)
+            return probe_targets(session, self._target_cache)
 
     async def _schedule(self) -> None:
         loop = asyncio.get_running_loop()

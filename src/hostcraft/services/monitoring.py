@@ -132,31 +132,49 @@ def monitored(app: Application, session: Session) -> bool:
     return bool(finished)
 
 
-def probe_targets(session: Session) -> list[ProbeTarget]:
+# Probe settings parsed from a document, by app id, with the ``updated_at`` they were parsed at.
+TargetCache = dict[int, tuple[dt.datetime, "ProbeTarget | None"]]
+
+
+def probe_targets(session: Session, cache: TargetCache | None = None) -> list[ProbeTarget]:
+    """List the probe targets of every watched app; ``cache`` spares re-parsing unchanged documents."""
+    cache = {} if cache is None else cache
+    deployed = set(
+        session.scalars(
+            select(Deployment.application_id).where(Deployment.finished_at.is_not(None)).distinct()
+        )
+    )
     targets = []
     for app in session.scalars(select(Application).order_by(Application.id)):
-        if not monitored(app, session):
+        if app.id not in deployed or app.service_id is None or int(app.spec.get("replicas", 1)) == 0:
             continue
-        try:
-            spec = app_spec(app)
-        except HostCraftError:
-            logger.warning("failed to read the probe settings of an app", extra={"app": app.id})
-            continue
-        url = spec.health_check_url
-        targets.append(
-            ProbeTarget(
-                application_id=app.id,
-                name=f"{app.project}/{app.name}",
-                source="probe" if url else "swarm",
-                url=url,
-                kind=probe_kind(url) if url else "swarm",
-                interval_seconds=spec.health_check_interval_seconds,
-                timeout_seconds=spec.health_check_timeout_seconds,
-                failures_to_open=spec.max_consecutive_failures,
-                options=spec.health_probe,
-            )
-        )
+        cached = cache.get(app.id)
+        if cached is None or cached[0] != app.updated_at:
+            cached = (app.updated_at, _target(app))
+            cache[app.id] = cached
+        if cached[1] is not None:
+            targets.append(cached[1])
     return targets
+
+
+def _target(app: Application) -> ProbeTarget | None:
+    try:
+        spec = app_spec(app)
+    except HostCraftError:
+        logger.warning("failed to read the probe settings of an app", extra={"app": app.id})
+        return None
+    url = spec.health_check_url
+    return ProbeTarget(
+        application_id=app.id,
+        name=f"{app.project}/{app.name}",
+        source="probe" if url else "swarm",
+        url=url,
+        kind=probe_kind(url) if url else "swarm",
+        interval_seconds=spec.health_check_interval_seconds,
+        timeout_seconds=spec.health_check_timeout_seconds,
+        failures_to_open=spec.max_consecutive_failures,
+        options=spec.health_probe,
+    )
 
 
 def record_outcomes(
@@ -167,9 +185,15 @@ def record_outcomes(
     deployment_window: dt.timedelta,
 ) -> None:
     """Store results in order and apply each to its app's health state, in one transaction."""
-    for outcome in sorted(outcomes, key=lambda item: item.at):
+    ordered = sorted(outcomes, key=lambda item: item.at)
+    app_ids = {outcome.application_id for outcome in ordered}
+    # Load the batch's apps and health rows in two queries instead of two per result.
+    apps = {app.id: app for app in session.scalars(select(Application).where(Application.id.in_(app_ids)))}
+    # The session's identity map holds objects weakly, so the rows are kept here for the loop.
+    healths = list(session.scalars(select(AppHealth).where(AppHealth.application_id.in_(app_ids))))
+    for outcome in ordered:
         target = targets.get(outcome.application_id)
-        app = session.get(Application, outcome.application_id)
+        app = apps.get(outcome.application_id)
         if target is None or app is None:
             continue
         session.add(
@@ -184,6 +208,7 @@ def record_outcomes(
             )
         )
         _apply(session, app, target, outcome, deployment_window)
+    del healths
     session.flush()
 
 
