@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from hostcraft.engine.probes import ProbeEngine, start_offset
+from hostcraft.engine.probes import CLIENT_SHARDS, ProbeEngine, start_offset
 from hostcraft.runtime import Runtime
 from hostcraft.services.monitoring import ProbeOutcome, ProbeTarget, probe_targets, record_outcomes
 from hostcraft.store.models import (
@@ -128,7 +128,11 @@ def probe_once(runtime: Runtime, engine: ProbeEngine, target: ProbeTarget) -> Pr
         import httpx
 
         async with httpx.AsyncClient(verify=True) as verified, httpx.AsyncClient(verify=False) as unverified:
-            engine._clients = {True: verified, False: unverified}
+            engine._clients = {
+                (verify, shard): verified if verify else unverified
+                for verify in (True, False)
+                for shard in range(CLIENT_SHARDS)
+            }
             return await engine.measure(target)
 
     outcome = asyncio.run(run())

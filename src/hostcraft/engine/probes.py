@@ -9,6 +9,7 @@ store in batches from a worker thread, so a slow database never delays the next 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import heapq
 import ipaddress
@@ -46,6 +47,7 @@ FLUSH_SECONDS = 0.5
 MAX_BODY_BYTES = 1 << 20
 COMPACT_EVERY_SECONDS = 3600.0
 USER_AGENT = "HostCraft-probe"
+CLIENT_SHARDS = 8
 
 
 @dataclass
@@ -114,12 +116,17 @@ class ProbeEngine:
         settings = self.runtime.settings
         limits = httpx.Limits(max_connections=settings.probe_max_concurrency, max_keepalive_connections=0)
         headers = {"User-Agent": USER_AGENT}
-        # Keep-alive is off: each probe opens its own connection, as a new client would.
-        async with (
-            httpx.AsyncClient(verify=True, limits=limits, headers=headers) as verified,
-            httpx.AsyncClient(verify=False, limits=limits, headers=headers) as unverified,  # noqa: S501
-        ):
-            self._clients = {True: verified, False: unverified}
+        # Keep-alive is off: each probe opens its own connection, as a new client would. httpcore
+        # scans every connection of a pool for each request, so one pool with hundreds of probes
+        # in flight costs CPU per probe that grows with their number: apps are spread over pools.
+        async with contextlib.AsyncExitStack() as stack:
+            self._clients = {
+                (verify, shard): await stack.enter_async_context(
+                    httpx.AsyncClient(verify=verify, limits=limits, headers=headers)
+                )
+                for verify in (True, False)
+                for shard in range(CLIENT_SHARDS)
+            }
             self._semaphore = asyncio.Semaphore(settings.probe_max_concurrency)
             self._results: list[tuple[ProbeTarget, ProbeOutcome]] = []
             tasks = [
@@ -229,7 +236,7 @@ class ProbeEngine:
 
     async def _http(self, target: ProbeTarget, at: dt.datetime, started: float) -> ProbeOutcome:
         options = target.options
-        client = self._clients[options.verify_tls]
+        client = self._clients[(options.verify_tls, target.application_id % CLIENT_SHARDS)]
         assert target.url is not None
         async with client.stream(
             options.method, target.url, follow_redirects=options.follow_redirects

@@ -189,8 +189,10 @@ def record_outcomes(
     app_ids = {outcome.application_id for outcome in ordered}
     # Load the batch's apps and health rows in two queries instead of two per result.
     apps = {app.id: app for app in session.scalars(select(Application).where(Application.id.in_(app_ids)))}
-    # The session's identity map holds objects weakly, so the rows are kept here for the loop.
-    healths = list(session.scalars(select(AppHealth).where(AppHealth.application_id.in_(app_ids))))
+    healths = {
+        health.application_id: health
+        for health in session.scalars(select(AppHealth).where(AppHealth.application_id.in_(app_ids)))
+    }
     for outcome in ordered:
         target = targets.get(outcome.application_id)
         app = apps.get(outcome.application_id)
@@ -207,28 +209,30 @@ def record_outcomes(
                 node=outcome.node,
             )
         )
-        _apply(session, app, target, outcome, deployment_window)
-    del healths
+        health = healths.get(app.id)
+        if health is None:
+            health = AppHealth(
+                application_id=app.id,
+                status="unknown",
+                consecutive_failures=0,
+                consecutive_successes=0,
+                monitored_since=outcome.at,
+                source=target.source,
+            )
+            session.add(health)
+            healths[app.id] = health
+        _apply(session, app, health, target, outcome, deployment_window)
     session.flush()
-
-
-def _health_row(session: Session, app: Application, source: str, at: dt.datetime) -> AppHealth:
-    health = session.get(AppHealth, app.id)
-    if health is None:
-        health = AppHealth(application_id=app.id, status="unknown", monitored_since=at, source=source)
-        session.add(health)
-        session.flush()
-    return health
 
 
 def _apply(
     session: Session,
     app: Application,
+    health: AppHealth,
     target: ProbeTarget,
     outcome: ProbeOutcome,
     deployment_window: dt.timedelta,
 ) -> None:
-    health = _health_row(session, app, target.source, outcome.at)
     tracker = HealthTracker(
         status=health.status,  # type: ignore[arg-type]
         consecutive_failures=health.consecutive_failures,
