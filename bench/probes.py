@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import heapq
 import json
@@ -30,7 +31,7 @@ from pathlib import Path
 import httpx
 
 from hostcraft.config import Settings
-from hostcraft.engine.probes import ProbeEngine, start_offset
+from hostcraft.engine.probes import CLIENT_SHARDS, ProbeEngine, start_offset
 from hostcraft.runtime import Runtime
 from hostcraft.store.models import Application, Deployment, Region, utcnow
 
@@ -174,13 +175,19 @@ def run_bare(url: str, monitors: int, interval: float, duration: float) -> SideR
         semaphore = asyncio.Semaphore(1000)
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=0)
 
-        async with httpx.AsyncClient(limits=limits) as client:
+        # The same pools as the probe engine (CLIENT_SHARDS of them), so the loop is the limit.
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(httpx.AsyncClient(limits=limits))
+                for _ in range(CLIENT_SHARDS)
+            ]
 
-            async def probe(due: float) -> None:
+            async def probe(due: float, index: int) -> None:
                 nonlocal failures
                 async with semaphore:
                     lags.append(loop.time() - due)
                     try:
+                        client = clients[(index + 1) % CLIENT_SHARDS]
                         response = await client.get(url, timeout=min(5.0, interval / 2))
                         failures += 0 if response.status_code == 200 else 1
                     except httpx.HTTPError:
@@ -191,7 +198,7 @@ def run_bare(url: str, monitors: int, interval: float, duration: float) -> SideR
                 while queue and queue[0][0] <= loop.time():
                     due, index = heapq.heappop(queue)
                     heapq.heappush(queue, (due + interval, index))
-                    task = asyncio.create_task(probe(due))
+                    task = asyncio.create_task(probe(due, index))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 await asyncio.sleep(max(0.0, min(queue[0][0] - loop.time(), 1.0)))
