@@ -1,0 +1,247 @@
+"""Database backups and restores through the API, against databases running as Swarm services.
+
+A one-node lab swarm runs PostgreSQL and MariaDB from HostCraft's locally built images,
+pushed to the lab registry. HostCraft finds the app's running task, reaches the engine of its
+node and streams the dump into real restic (local repository on this machine).
+Scenarios: C-07 (a wrong password or a broken dump is never a success) and C-08 (a restore
+from a truncated dump leaves the original data untouched).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hostcraft.backup.databases import DatabaseSource
+from hostcraft.services.alerts import find_open_alert
+from hostcraft.services.backup_destinations import restic_for
+from hostcraft.store.models import Backup, BackupDestination
+from tests.conftest import Api, make_runtime
+from tests.database_fixtures import run_sql
+from tests.lab_fixtures import node_client, wait_for
+
+pytestmark = [pytest.mark.lab]
+
+LAB_NAME = "hbe"
+LAB_SUBNET = "10.77.180.0/24"
+PASSWORDS = {"postgresql": "pg-Secret-4711", "mariadb": "maria-Secret-4711"}
+SOURCES = {
+    engine: DatabaseSource(engine=engine, password=password, database="shop")  # type: ignore[arg-type]
+    for engine, password in PASSWORDS.items()
+}
+SEED = {
+    "postgresql": "CREATE TABLE items (id int PRIMARY KEY, name text); "
+    "INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 500) g;",
+    "mariadb": "CREATE TABLE items (id int PRIMARY KEY, name text); "
+    "INSERT INTO items SELECT seq, concat('item ', seq) FROM seq_1_to_500;",
+}
+
+
+@dataclass
+class Env:
+    api: Api
+    lab: Any
+    images: dict[str, str]
+    repo_root: Path
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    if os.geteuid() != 0:
+        pytest.fail("lab tests need root: run them with scripts/test as root")
+    from hostcraft.lab import lab_down, lab_up, push_database_images
+
+    lab_down(LAB_NAME)
+    lab = lab_up(LAB_NAME, managers=1, workers=0, subnet=LAB_SUBNET, swarm=False)
+    images = push_database_images(lab)
+    tmp = Path(tmp_path_factory.mktemp("database-backups"))
+    for runtime in make_runtime("sqlite", tmp):
+        api = Api(runtime)
+        region = api.post(
+            "/api/regions", {"name": "Lab", "code": "lab", "priority": 1, "isPrimary": True}
+        ).json()
+        node = lab.nodes[0]
+        server = api.post(
+            "/api/servers", {"name": node.name, "endpoint": node.endpoint, "regionId": region["id"]}
+        )
+        assert server.status_code == 201, server.text
+        init = api.post(f"/api/servers/{server.json()['id']}/swarm/init", {"advertiseAddress": node.address})
+        assert init.status_code == 200, init.text
+        yield Env(api, lab, images, tmp)
+        api.client.close()
+    if not os.environ.get("HOSTCRAFT_KEEP_LAB"):
+        lab_down(LAB_NAME)
+
+
+def deploy_database(env: Env, name: str, engine: str, **fields: Any) -> dict[str, Any]:
+    password = PASSWORDS[engine]
+    if engine == "postgresql":
+        app_env = {"POSTGRES_PASSWORD": password, "POSTGRES_DB": "shop"}
+        entry = {"name": "main", "engine": engine, "database": "shop", "passwordEnv": "POSTGRES_PASSWORD"}
+    else:
+        app_env = {"MARIADB_ROOT_PASSWORD": password, "MARIADB_DATABASE": "shop"}
+        entry = {"name": "main", "engine": engine, "database": "shop", "passwordEnv": "MARIADB_ROOT_PASSWORD"}
+    body = {
+        "name": name,
+        "project": name,
+        "image": env.images[engine],
+        "env": app_env,
+        "backupDatabases": [entry],
+        **fields,
+    }
+    app = env.api.post("/api/applications", body)
+    assert app.status_code == 201, app.text
+    deployed = env.api.post(f"/api/applications/{app.json()['id']}/deploy?wait=true")
+    assert deployed.json()["status"] == "succeeded", deployed.text
+    result = dict(env.api.get(f"/api/applications/{app.json()['id']}").json())
+    wait_for(lambda: _serves(env, result, engine), timeout=180, what=f"{engine} of {name} serving")
+    run_sql(container(env, result), SOURCES[engine], SEED[engine])
+    return result
+
+
+def container(env: Env, app: dict[str, Any]) -> Any:
+    client = node_client(env.lab.nodes[0])
+    found = client.containers.list(filters={"label": f"com.docker.swarm.service.id={app['serviceId']}"})
+    assert found, f"no container of {app['name']} runs"
+    return found[0]
+
+
+def _serves(env: Env, app: dict[str, Any], engine: str) -> bool:
+    client = node_client(env.lab.nodes[0])
+    found = client.containers.list(filters={"label": f"com.docker.swarm.service.id={app['serviceId']}"})
+    if not found:
+        return False
+    if engine == "postgresql":
+        command = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "shop", "-c", "SELECT 1"]
+        environment = {"PGPASSWORD": PASSWORDS[engine]}
+    else:
+        command = ["mariadb", "-h", "127.0.0.1", "-u", "root", "-e", "SELECT 1", "shop"]
+        environment = {"MYSQL_PWD": PASSWORDS[engine]}
+    return bool(found[0].exec_run(command, environment=environment).exit_code == 0)
+
+
+def count(env: Env, app: dict[str, Any], engine: str, database: str = "shop") -> int:
+    return int(run_sql(container(env, app), SOURCES[engine], "SELECT count(*) FROM items", database=database))
+
+
+def destination(env: Env, name: str) -> dict[str, Any]:
+    body = {"name": name, "kind": "local", "path": str(env.repo_root / f"repo-{name}")}
+    response = env.api.post("/api/backup-destinations", body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def backup(env: Env, app: dict[str, Any], target: dict[str, Any], kind: str = "database") -> dict[str, Any]:
+    response = env.api.post(
+        f"/api/applications/{app['id']}/backups?wait=true", {"type": kind, "destinationId": target["id"]}
+    )
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "mariadb"])
+def test_database_round_trip_replace_and_new(env: Env, engine: str) -> None:
+    app = deploy_database(env, f"db-{engine[:5]}", engine)
+    done = backup(env, app, destination(env, f"db-{engine}"))
+
+    assert done["status"] == "succeeded", done
+    part = done["snapshots"][0]
+    assert part["part"] == "database:main"
+    assert part["engine"] == engine
+    assert part["dumpBytes"] > 1000
+    assert part["fingerprint"] == {"public.items" if engine == "postgresql" else "items": 500}
+    assert done["node"] == env.lab.nodes[0].name
+
+    run_sql(container(env, app), SOURCES[engine], "DELETE FROM items WHERE id > 100")
+    assert count(env, app, engine) == 100
+    replaced = env.api.post(f"/api/backups/{done['id']}/restore", {"mode": "replace"})
+    assert replaced.status_code == 200, replaced.text
+    assert count(env, app, engine) == 500
+
+    renamed = env.api.post(f"/api/backups/{done['id']}/restore", {"mode": "new"})
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["restored"][0]["database"] == f"shop_restore{done['id']}"
+    assert count(env, app, engine, database=f"shop_restore{done['id']}") == 500
+
+
+def test_wrong_password_fails_backup_with_alert(env: Env) -> None:
+    """C-07: a dump refused by the server is a failed backup, an alert, and no snapshot kept."""
+    app = deploy_database(
+        env,
+        "db-wrongpw",
+        "postgresql",
+        secrets=[{"name": "db-password", "value": "not-the-password"}],
+        backupDatabases=[
+            {"name": "main", "engine": "postgresql", "database": "shop", "passwordSecret": "db-password"}
+        ],
+    )
+    target = destination(env, "wrongpw")
+    done = backup(env, app, target)
+
+    assert done["status"] == "failed", done
+    assert "password authentication failed" in done["message"]
+    assert done["snapshots"] == []
+    with env.api.runtime.store.session() as session:
+        alert = find_open_alert(session, f"app:{app['id']}:backup")
+        assert alert is not None
+        assert alert.trigger == "backup_failure"
+        stored = session.get(BackupDestination, target["id"])
+        assert stored is not None
+        snapshots = restic_for(stored, env.api.runtime).snapshots(tags=[f"backup:{done['id']}"])
+    assert snapshots == []
+
+
+def test_truncated_dump_restore_leaves_original_untouched(env: Env) -> None:
+    """C-08: a restore whose dump ends half-way fails and the database keeps its current rows."""
+    app = deploy_database(env, "db-trunc", "postgresql")
+    target = destination(env, "trunc")
+    done = backup(env, app, target)
+    assert done["status"] == "succeeded", done
+    part = done["snapshots"][0]
+    # The repository now holds a dump cut in half, and the backup record points at it.
+    with env.api.runtime.store.session() as session:
+        stored = session.get(BackupDestination, target["id"])
+        assert stored is not None
+        restic = restic_for(stored, env.api.runtime)
+        whole = restic.read_file(part["snapshotId"], part["filename"])
+        cut = restic.backup_stdin(
+            io.BytesIO(whole[: len(whole) // 2]), filename=part["filename"], tags=["test"], host="test"
+        )
+        row = session.get(Backup, done["id"])
+        assert row is not None
+        row.parts = [{**part, "snapshotId": cut.snapshot_id}]
+        session.commit()
+    run_sql(container(env, app), SOURCES["postgresql"], "DELETE FROM items WHERE id > 321")
+
+    failed = env.api.post(f"/api/backups/{done['id']}/restore", {"mode": "replace"})
+
+    assert failed.status_code == 502, failed.text
+    assert "left as it was" in failed.json()["error"]["message"]
+    assert count(env, app, "postgresql") == 321
+    databases = run_sql(container(env, app), SOURCES["postgresql"], "SELECT datname FROM pg_database")
+    assert "hc_restore" not in databases
+
+
+def test_full_backup_holds_config_and_database(env: Env) -> None:
+    app = deploy_database(env, "db-full", "postgresql")
+    done = backup(env, app, destination(env, "full"), kind="full")
+
+    assert done["status"] == "succeeded", done
+    assert [part["part"] for part in done["snapshots"]] == ["config", "database:main"]
+    assert len(set(done["snapshotIds"])) == 2
+
+
+def test_database_backup_needs_declared_databases(env: Env) -> None:
+    body = {"name": "nodb", "project": "nodb", "image": env.images["redis"]}
+    app = env.api.post("/api/applications", body).json()
+    response = env.api.post(
+        f"/api/applications/{app['id']}/backups", {"type": "database", "destinationId": 1}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"]["field"] == "type"
