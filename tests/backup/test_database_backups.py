@@ -146,7 +146,7 @@ def backup(env: Env, app: dict[str, Any], target: dict[str, Any], kind: str = "d
 
 
 @pytest.mark.parametrize("engine", ["postgresql", "mariadb"])
-def test_database_round_trip_replace_and_new(env: Env, engine: str) -> None:
+def test_database_restore_replace_and_new(env: Env, engine: str) -> None:
     app = deploy_database(env, f"db-{engine[:5]}", engine)
     done = backup(env, app, destination(env, f"db-{engine}"))
 
@@ -170,8 +170,8 @@ def test_database_round_trip_replace_and_new(env: Env, engine: str) -> None:
     assert count(env, app, engine, database=f"shop_restore{done['id']}") == 500
 
 
-def test_wrong_password_fails_backup_with_alert(env: Env) -> None:
-    """C-07: a dump refused by the server is a failed backup, an alert, and no snapshot kept."""
+def test_wrong_password_fails_backup(env: Env) -> None:
+    """A dump rejected by the server is a failed backup, an alert, and no snapshot kept."""
     app = deploy_database(
         env,
         "db-wrongpw",
@@ -197,14 +197,14 @@ def test_wrong_password_fails_backup_with_alert(env: Env) -> None:
     assert snapshots == []
 
 
-def test_truncated_dump_restore_leaves_original_untouched(env: Env) -> None:
-    """C-08: a restore whose dump ends half-way fails and the database keeps its current rows."""
+def test_truncated_dump_keeps_original(env: Env) -> None:
+    """A restore whose dump ends half-way fails, and the database keeps its current rows."""
     app = deploy_database(env, "db-trunc", "postgresql")
     target = destination(env, "trunc")
     done = backup(env, app, target)
     assert done["status"] == "succeeded", done
     part = done["snapshots"][0]
-    # The repository now holds a dump cut in half, and the backup record points at it.
+    # The repository now contains a dump cut in half, and the backup record points at it.
     with env.api.runtime.store.session() as session:
         stored = session.get(BackupDestination, target["id"])
         assert stored is not None
@@ -228,7 +228,7 @@ def test_truncated_dump_restore_leaves_original_untouched(env: Env) -> None:
     assert "hc_restore" not in databases
 
 
-def test_full_backup_holds_config_and_database(env: Env) -> None:
+def test_full_backup_contains_database(env: Env) -> None:
     app = deploy_database(env, "db-full", "postgresql")
     done = backup(env, app, destination(env, "full"), kind="full")
 
@@ -237,7 +237,7 @@ def test_full_backup_holds_config_and_database(env: Env) -> None:
     assert len(set(done["snapshotIds"])) == 2
 
 
-def test_database_backup_needs_declared_databases(env: Env) -> None:
+def test_database_backup_needs_declaration(env: Env) -> None:
     body = {"name": "nodb", "project": "nodb", "image": env.images["redis"]}
     app = env.api.post("/api/applications", body).json()
     response = env.api.post(

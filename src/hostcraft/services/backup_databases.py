@@ -1,7 +1,7 @@
 """Database backups and restores of applications, streamed between a container and restic.
 
 Each entry of the app's ``backupDatabases`` is dumped with the database's own tools inside a
-running task of the app's service, on the node that runs it, and the dump streams into
+running task of the app's service, on the node that runs it. The dump streams into
 ``restic backup --stdin`` without touching the disk of the HostCraft machine. A dump that
 fails, is empty or is truncated makes the backup fail, and the snapshot restic wrote from the
 partial stream is forgotten at once. Restores stream ``restic dump`` into the database's
@@ -130,7 +130,7 @@ def dump_into_restic(
     host: str,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[BackupSummary, DumpResult]:
-    """Stream a dump into ``restic backup --stdin``; forget the snapshot when the dump fails."""
+    """Stream a dump into ``restic backup --stdin`` and forget the snapshot when the dump fails."""
     read_fd, write_fd = os.pipe()
     reader, writer = os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
     outcome: dict[str, Any] = {}
@@ -158,11 +158,11 @@ def dump_into_restic(
     summary: BackupSummary | None = outcome.get("summary")
     if dump_error is not None or result is None:
         if summary is not None:
-            # restic saw the end of a partial stream and wrote a snapshot of it: never keep it.
+            # restic read the end of a partial stream and wrote a snapshot of it, so forget it.
             restic.forget([summary.snapshot_id], prune=False)
         restic_error = outcome.get("error")
         assert dump_error is not None
-        # When restic stopped first, the dump only failed to write: restic's error is the cause.
+        # When restic stopped first, the dump failed only to write, so restic's error is the cause.
         if restic_error is not None and "failed to write" in dump_error.message:
             raise restic_error
         raise BackupError(
@@ -185,7 +185,7 @@ def restore_from_restic(
     target_database: str | None,
     mode: str,
 ) -> RestoreResult:
-    """Stream ``restic dump`` into ``restore_database``; the original is untouched on failure."""
+    """Stream ``restic dump`` into ``restore_database``, which leaves the original as it was on failure."""
     read_fd, write_fd = os.pipe()
     reader, writer = os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
     outcome: dict[str, Any] = {}
