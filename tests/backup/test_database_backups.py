@@ -1,4 +1,4 @@
-"""Database backups and restores through the API, against databases running as Swarm services.
+"""Database and volume backups, restores and restore tests through the API on a lab swarm.
 
 A one-node lab swarm runs PostgreSQL and MariaDB from HostCraft's locally built images,
 pushed to the lab registry. HostCraft finds the app's running task, reaches the engine of its
@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from hostcraft.backup.databases import DatabaseSource
+from hostcraft.backup.image import build_restic_image
 from hostcraft.services.alerts import find_open_alert
 from hostcraft.services.backup_destinations import restic_for
 from hostcraft.store.models import Backup, BackupDestination
@@ -49,19 +50,27 @@ class Env:
     lab: Any
     images: dict[str, str]
     repo_root: Path
+    busybox: str
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     if os.geteuid() != 0:
         pytest.fail("lab tests need root: run them with scripts/test as root")
-    from hostcraft.lab import lab_down, lab_up, push_database_images
+    from hostcraft.lab import build_images, lab_down, lab_up, push_database_images
 
     lab_down(LAB_NAME)
     lab = lab_up(LAB_NAME, managers=1, workers=0, subnet=LAB_SUBNET, swarm=False)
     images = push_database_images(lab)
+    busybox = build_images(lab)["busybox"]
+    backup_image = f"{lab.registry}/hostcraft/restic:0.14"
+    builder = node_client(lab.nodes[0], timeout=300)
+    build_restic_image(builder, backup_image)
+    for line in builder.images.push(backup_image.rsplit(":", 1)[0], tag="0.14", stream=True, decode=True):
+        assert "error" not in line, line
+    builder.close()
     tmp = Path(tmp_path_factory.mktemp("database-backups"))
-    for runtime in make_runtime("sqlite", tmp):
+    for runtime in make_runtime("sqlite", tmp, backup_image=backup_image):
         api = Api(runtime)
         region = api.post(
             "/api/regions", {"name": "Lab", "code": "lab", "priority": 1, "isPrimary": True}
@@ -73,7 +82,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         assert server.status_code == 201, server.text
         init = api.post(f"/api/servers/{server.json()['id']}/swarm/init", {"advertiseAddress": node.address})
         assert init.status_code == 200, init.text
-        yield Env(api, lab, images, tmp)
+        yield Env(api, lab, images, tmp, busybox)
         api.client.close()
     if not os.environ.get("HOSTCRAFT_KEEP_LAB"):
         lab_down(LAB_NAME)
@@ -245,3 +254,108 @@ def test_database_backup_needs_declaration(env: Env) -> None:
     )
     assert response.status_code == 422, response.text
     assert response.json()["error"]["details"]["field"] == "type"
+
+
+def test_database_verify_compares_row_counts(env: Env) -> None:
+    app = deploy_database(env, "db-verify", "postgresql")
+    done = backup(env, app, destination(env, "verify"))
+    assert done["status"] == "succeeded", done
+
+    verified = env.api.post(f"/api/backups/{done['id']}/verify")
+
+    assert verified.status_code == 200, verified.text
+    part = verified.json()["details"]["parts"][0]
+    assert verified.json()["status"] == "passed", verified.json()
+    assert part["compared"] == "dump SHA-256 and row counts"
+    assert part["rows"] == {"public.items": 500}
+    databases = run_sql(container(env, app), SOURCES["postgresql"], "SELECT datname FROM pg_database")
+    assert "_hc_verify_" not in databases
+
+
+# Fixed shell text: builds a small tree inside the volume mounted at /data.
+FILL_SCRIPT = """
+set -e
+cd /data
+mkdir -p "empty dir" nested
+: > zero-bytes
+echo hello > nested/hello.txt
+ln -s nested/hello.txt link
+head -c 200000 /dev/urandom > random.bin
+"""
+
+
+def run_on_node(env: Env, volume: str, script: str) -> str:
+    client = node_client(env.lab.nodes[0], timeout=900)
+    try:
+        output = client.containers.run(
+            env.busybox, ["sh", "-c", script], volumes={volume: {"bind": "/data", "mode": "rw"}}, remove=True
+        )
+    finally:
+        client.close()
+    return bytes(output).decode()
+
+
+def deploy_volume_app(env: Env, name: str) -> tuple[dict[str, Any], str]:
+    body = {
+        "name": name,
+        "project": name,
+        "image": env.busybox,
+        "command": ["sleep", "100000"],
+        "volumes": [{"name": "data", "target": "/data"}],
+    }
+    app = env.api.post("/api/applications", body)
+    assert app.status_code == 201, app.text
+    deployed = env.api.post(f"/api/applications/{app.json()['id']}/deploy?wait=true")
+    assert deployed.json()["status"] == "succeeded", deployed.text
+    volume = env.api.get(f"/api/applications/{app.json()['id']}/volumes").json()[0]["swarmName"]
+    return dict(env.api.get(f"/api/applications/{app.json()['id']}").json()), volume
+
+
+def test_volume_verify_compares_manifest(env: Env) -> None:
+    app, volume = deploy_volume_app(env, "vol-verify")
+    run_on_node(env, volume, FILL_SCRIPT)
+    done = backup(env, app, destination(env, "vol-verify"), kind="volume")
+    assert done["status"] == "succeeded", done
+    assert done["snapshots"][0]["files"] == 3
+
+    verified = env.api.post(f"/api/backups/{done['id']}/verify").json()
+
+    assert verified["status"] == "passed", verified
+    assert verified["details"]["parts"][0]["compared"] == "checksum manifest"
+    # A record whose manifest no longer matches the repository's tree fails the test and alerts.
+    with env.api.runtime.store.session() as session:
+        row = session.get(Backup, done["id"])
+        assert row is not None
+        row.parts = [{**row.parts[0], "manifestSha256": "0" * 64}]
+        session.commit()
+    mismatch = env.api.post(f"/api/backups/{done['id']}/verify").json()
+    assert mismatch["status"] == "failed"
+    assert "differs from the one backed up" in mismatch["message"]
+    with env.api.runtime.store.session() as session:
+        assert find_open_alert(session, f"app:{app['id']}:restore-test") is not None
+
+
+# Fixed shell text: 1 GiB of random data in 4 files, then one checksum line per file.
+BIG_FILL_SCRIPT = """
+set -e
+for part in 1 2 3 4; do head -c 268435456 /dev/urandom > /data/big-$part.bin; done
+"""
+SUMS_SCRIPT = "cd /data && md5sum big-*.bin"
+
+
+@pytest.mark.slow
+def test_one_gigabyte_volume_round_trip(env: Env) -> None:
+    app, volume = deploy_volume_app(env, "vol-big")
+    run_on_node(env, volume, BIG_FILL_SCRIPT)
+    before = run_on_node(env, volume, SUMS_SCRIPT)
+    done = backup(env, app, destination(env, "vol-big"), kind="volume")
+    assert done["status"] == "succeeded", done
+    assert done["totalBytes"] == 4 * 268435456
+
+    restored = env.api.post(f"/api/backups/{done['id']}/restore", {"mode": "new"})
+
+    assert restored.status_code == 200, restored.text
+    new_volume = restored.json()["restored"][0]["volume"]
+    assert run_on_node(env, new_volume, SUMS_SCRIPT) == before
+    run_on_node(env, new_volume, "rm -f /data/big-*.bin")
+    run_on_node(env, volume, "rm -f /data/big-*.bin")

@@ -22,10 +22,11 @@ import docker
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hostcraft.backup.jobs import BACKUP_SCRIPT, VOLUME_MOUNT, VolumeMount, run_job
+from hostcraft.backup.jobs import BACKUP_MANIFEST_SCRIPT, VOLUME_MOUNT, VolumeMount, manifest_digest, run_job
 from hostcraft.backup.restic import BackupSummary, Restic, classify, error_summary, parse_summary
 from hostcraft.docker.swarm import list_tasks, update_service_spec, wait_until
 from hostcraft.errors import BackupError, ConflictError, HostCraftError, NotFound, ValidationError
+from hostcraft.metrics import BACKUP_RUNS
 from hostcraft.runtime import Runtime
 from hostcraft.services.alerts import open_alert, resolve_alert
 from hostcraft.services.applications import get_application, secret_values
@@ -274,6 +275,7 @@ def _fail(
 def _record(
     session: Session, backup: Backup, *, outcome: Literal["succeeded", "failed"], reason: str | None = None
 ) -> None:
+    BACKUP_RUNS.labels(application=backup.application_name or "", type=backup.kind, outcome=outcome).inc()
     record_event(
         session,
         actor=backup.actor,
@@ -370,7 +372,8 @@ def _backup_volumes(
             node_slot(row.node_id, runtime.settings.backup_node_concurrency),
             quiesced(session, runtime, app, mode=quiesce),
         ):
-            summary = _volume_job(session, runtime, app, backup, destination, row)
+            summary, output = _volume_job(session, runtime, app, backup, destination, row)
+        manifest, files = manifest_digest(output)
         parts.append(
             Part(
                 f"volume:{row.name}",
@@ -378,6 +381,7 @@ def _backup_volumes(
                 summary.data_added,
                 summary.total_bytes_processed,
                 row.node_hostname or row.node_id,
+                {"manifestSha256": manifest, "files": files, "nodeId": row.node_id},
             )
         )
     return parts
@@ -390,7 +394,8 @@ def _volume_job(
     backup: Backup,
     destination: BackupDestination,
     row: AppVolume,
-) -> BackupSummary:
+) -> tuple[BackupSummary, str]:
+    """Run the volume's backup job on its node; return restic's summary and the job's output."""
     repository = restic_for(destination, runtime).repository
     with any_manager(session, runtime, app.region_id, require_quorum=True) as (_, client):
         result = run_job(
@@ -398,7 +403,7 @@ def _volume_job(
             image=runtime.settings.backup_image,
             node_id=str(row.node_id),
             repository=repository,
-            script=BACKUP_SCRIPT,
+            script=BACKUP_MANIFEST_SCRIPT,
             variables={
                 "HC_SOURCE": VOLUME_MOUNT,
                 "HC_HOST": _host(app),
@@ -420,7 +425,7 @@ def _volume_job(
             reason=classify(result.output + (result.error or "")),
             details={"exitCode": result.exit_code},
         )
-    return summary
+    return summary, result.output
 
 
 # Databases
