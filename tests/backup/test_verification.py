@@ -25,7 +25,7 @@ def corrupt_repository(path: Path) -> None:
         pack.write_bytes(bytes(raw))
 
 
-def test_verify_passes_and_is_shown(api: Api, tmp_path: Path) -> None:
+def test_verify_passes_and_is_listed(api: Api, tmp_path: Path) -> None:
     app = create_app(api)
     done = backup(api, app, local_destination(api, tmp_path / "repo"))
 
@@ -34,9 +34,9 @@ def test_verify_passes_and_is_shown(api: Api, tmp_path: Path) -> None:
     assert verified.status_code == 200, verified.text
     assert verified.json()["status"] == "passed"
     assert verified.json()["details"]["parts"][0]["part"] == "config"
-    shown = api.get(f"/api/backups/{done['id']}").json()
-    assert shown["restoreTestStatus"] == "passed"
-    assert shown["verifications"][0]["id"] == verified.json()["id"]
+    listed = api.get(f"/api/backups/{done['id']}").json()
+    assert listed["restoreTestStatus"] == "passed"
+    assert listed["verifications"][0]["id"] == verified.json()["id"]
 
 
 def test_corrupt_repository_fails_verification(api: Api, tmp_path: Path) -> None:
@@ -89,6 +89,6 @@ def test_schedule_runs_each_verification_once(api: Api, tmp_path: Path) -> None:
     assert statuses == {"passed"}
 
 
-def test_verify_rejects_failed_backup(api: Api) -> None:
+def test_verify_unknown_backup_not_found(api: Api) -> None:
     response = api.post("/api/backups/999/verify")
     assert response.status_code == 404, response.text

@@ -8,8 +8,8 @@ when the backup was taken:
 - config: the document is read back and parsed;
 - volume: a job on the volume's node restores the snapshot into a scratch volume and prints a
   checksum manifest, which must equal the manifest the backup job printed;
-- database: the dump read back must have the SHA-256 recorded at backup time, and for a named
-  PostgreSQL or MySQL/MariaDB database it is loaded into a throwaway database (mode ``new``),
+- database: the dump read back must have the SHA-256 recorded at backup time. A named
+  PostgreSQL or MySQL/MariaDB database is also loaded into a throwaway database (mode ``new``),
   whose row counts must equal the fingerprint taken at backup time.
 
 Every result is a row of ``backup_verifications``. A failure opens a ``backup_failure`` alert
