@@ -359,3 +359,39 @@ def test_one_gigabyte_volume_round_trip(env: Env) -> None:
     assert run_on_node(env, new_volume, SUMS_SCRIPT) == before
     run_on_node(env, new_volume, "rm -f /data/big-*.bin")
     run_on_node(env, volume, "rm -f /data/big-*.bin")
+
+
+def redis_cli(env: Env, app: dict[str, Any], *arguments: str) -> str:
+    result = container(env, app).exec_run(["redis-cli", "-h", "127.0.0.1", *arguments])
+    assert result.exit_code == 0, result.output
+    return bytes(result.output).decode().strip()
+
+
+def test_redis_backup_verify_and_replace(env: Env) -> None:
+    body = {
+        "name": "cache",
+        "project": "cache",
+        "image": env.images["redis"],
+        "backupDatabases": [{"name": "cache", "engine": "redis"}],
+    }
+    created = env.api.post("/api/applications", body)
+    assert created.status_code == 201, created.text
+    deployed = env.api.post(f"/api/applications/{created.json()['id']}/deploy?wait=true")
+    assert deployed.json()["status"] == "succeeded", deployed.text
+    app = dict(env.api.get(f"/api/applications/{created.json()['id']}").json())
+    wait_for(lambda: redis_cli(env, app, "ping") == "PONG", timeout=120, what="redis serving")
+    for index in range(50):
+        redis_cli(env, app, "set", f"key:{index}", f"value {index}")
+    done = backup(env, app, destination(env, "redis"))
+    assert done["status"] == "succeeded", done
+    assert done["snapshots"][0]["fingerprint"] == {"db0": 50}
+
+    verified = env.api.post(f"/api/backups/{done['id']}/verify").json()
+    redis_cli(env, app, "flushall")
+    restored = env.api.post(f"/api/backups/{done['id']}/restore", {"mode": "replace"})
+
+    assert verified["status"] == "passed", verified
+    assert verified["details"]["parts"][0]["compared"] == "dump SHA-256"
+    assert restored.status_code == 200, restored.text
+    assert redis_cli(env, app, "dbsize") == "50"
+    assert redis_cli(env, app, "get", "key:7") == "value 7"
