@@ -92,3 +92,16 @@ def test_schedule_runs_each_verification_once(api: Api, tmp_path: Path) -> None:
 def test_verify_unknown_backup_not_found(api: Api) -> None:
     response = api.post("/api/backups/999/verify")
     assert response.status_code == 404, response.text
+
+
+def test_engine_pass_runs_in_background(api: Api, tmp_path: Path) -> None:
+    from hostcraft.services.backup_verification import _pending, start_due_verifications
+
+    app = create_app(api)
+    backup(api, app, local_destination(api, tmp_path / "repo"))
+
+    assert start_due_verifications(api.runtime) is True
+    ids = _pending[0].result(timeout=120)
+
+    assert len(ids) == 2
+    assert api.get("/api/backups?status=succeeded").json()[0]["restoreTestStatus"] == "passed"

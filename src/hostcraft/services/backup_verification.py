@@ -22,8 +22,10 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import docker.errors
@@ -310,6 +312,31 @@ def check_destination(
 
 
 # Schedule
+
+_verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backup-verify")
+_pending_guard = threading.Lock()
+_pending: list[Future[list[int]]] = []
+
+
+def start_due_verifications(runtime: Runtime) -> bool:
+    """Run ``run_due_verifications`` in the background unless a pass is still running.
+
+    A restore test of a large volume takes minutes, so the engine tick must not wait for it.
+    Returns whether a new pass was started.
+    """
+    with _pending_guard:
+        if _pending and not _pending[0].done():
+            return False
+        _pending[:] = [_verifier.submit(_run_logged, runtime)]
+    return True
+
+
+def _run_logged(runtime: Runtime) -> list[int]:
+    try:
+        return run_due_verifications(runtime)
+    except Exception:
+        logger.exception("failed to run due backup verifications")
+        return []
 
 
 def run_due_verifications(runtime: Runtime, *, now: dt.datetime | None = None) -> list[int]:
