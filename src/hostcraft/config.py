@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     backup_image: str = "hostcraft/restic:0.14"
     backup_job_timeout_seconds: float = Field(default=3600.0, gt=0)
     backup_node_concurrency: int = Field(default=1, ge=1)
+    # Scheduled verification, run by the engine: 0 turns a kind off.
+    backup_check_interval_hours: float = Field(default=168.0, ge=0)
+    backup_check_read_data_percent: float = Field(default=5.0, gt=0, le=100)
+    backup_restore_test_interval_hours: float = Field(default=168.0, ge=0)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

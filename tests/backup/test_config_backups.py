@@ -169,7 +169,7 @@ def test_overlapping_backup_rejected(api: Api, tmp_path: Path) -> None:
     assert "never overlap" in response.json()["error"]["message"]
 
 
-def test_database_type_not_available_yet(api: Api, tmp_path: Path) -> None:
+def test_database_type_needs_declared_databases(api: Api, tmp_path: Path) -> None:
     app = create_app(api)
     local_destination(api, tmp_path / "repo")
     response = api.post(f"/api/applications/{app['id']}/backups", {"type": "database"})

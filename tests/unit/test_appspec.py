@@ -81,6 +81,7 @@ FULL: dict[str, Any] = {
     "backupQuiesce": "stop",
     "backupDestination": "offsite",
     "backupReplicateTo": ["dr-copy"],
+    "backupDatabases": [],
 }
 
 
@@ -159,6 +160,7 @@ def test_minimal_document_gets_defaults() -> None:
         "backupQuiesce": "none",
         "backupDestination": None,
         "backupReplicateTo": [],
+        "backupDatabases": [],
     }
     assert spec.service_name == "default_web"
     assert spec.strategy == Strategy()
@@ -1025,3 +1027,50 @@ def test_backup_schedule_rejects(schedule: Any, fragment: str) -> None:
 
 def test_appspec_defaults_match_validation() -> None:
     assert validate_application(MINIMAL) == AppSpec(name="web", image="nginx:1.27")
+
+
+def test_backup_databases_round_trip() -> None:
+    entry = {
+        "name": "main",
+        "engine": "postgresql",
+        "database": "shop",
+        "user": "postgres",
+        "port": 5432,
+        "passwordSecret": "db-password",
+        "passwordEnv": None,
+    }
+    raw = {
+        "name": "db",
+        "image": "postgres:15",
+        "secrets": [{"name": "db-password", "value": "x"}],
+        "backupDatabases": [entry],
+    }
+    spec = validate_application(raw)
+    assert spec.to_dict()["backupDatabases"] == [entry]
+
+
+@pytest.mark.parametrize(
+    ("entry", "field"),
+    [
+        ({"name": "main", "engine": "oracle"}, "backupDatabases[0].engine"),
+        ({"name": "Main!", "engine": "redis"}, "backupDatabases[0].name"),
+        ({"name": "main", "engine": "redis", "database": "shop"}, "backupDatabases[0].database"),
+        ({"name": "main", "engine": "mysql", "database": "a/b"}, "backupDatabases[0].database"),
+        (
+            {"name": "main", "engine": "mysql", "passwordSecret": "missing"},
+            "backupDatabases[0].passwordSecret",
+        ),
+        ({"name": "main", "engine": "mysql", "passwordEnv": "NOPE"}, "backupDatabases[0].passwordEnv"),
+        ({"name": "main", "engine": "mysql", "port": 70000}, "backupDatabases[0].port"),
+        ({"name": "main", "engine": "mysql", "host": "x"}, "backupDatabases[0].host"),
+    ],
+)
+def test_invalid_backup_database_names_field(entry: dict[str, Any], field: str) -> None:
+    problems = problems_of({"name": "db", "image": "postgres:15", "backupDatabases": [entry]})
+    assert problems[0]["field"] == field
+
+
+def test_duplicate_backup_database_name_rejected() -> None:
+    entry = {"name": "main", "engine": "redis"}
+    problems = problems_of({"name": "db", "image": "redis:7", "backupDatabases": [entry, entry]})
+    assert problems[0]["field"] == "backupDatabases[1].name"

@@ -473,3 +473,15 @@ def check_database_name(name: str, *, field_name: str) -> None:
             "backslashes, or a leading dot or space",
             field=field_name,
         )
+
+
+def drop_database(client: docker.DockerClient, container_id: str, source: DatabaseSource, name: str) -> None:
+    """Drop the database ``name`` if it exists (PostgreSQL, MySQL, MariaDB); log a failure."""
+    from hostcraft.backup import database_restores
+
+    check_database_name(name, field_name="database")
+    if source.engine == "postgresql":
+        maintenance = "postgres" if name != "postgres" else "template1"
+        database_restores._drop_postgresql_database(client, container_id, source, name, maintenance)
+    elif source.engine in ("mysql", "mariadb"):
+        database_restores._drop_mysql_database(client, container_id, source, name)

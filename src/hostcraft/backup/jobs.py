@@ -7,6 +7,7 @@ from reality: the task's state and exit code, and the job's own output.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -157,6 +158,20 @@ echo hostcraft-job-end
 exit $status
 """
 
+# Back up like BACKUP_SCRIPT, then print the checksum manifest of the tree it read, in the
+# format of CHECKSUM_SCRIPT, so a later restore test can compare the restored tree with it.
+BACKUP_MANIFEST_SCRIPT = """
+restic $RESTIC_OPTIONS --no-cache backup --json --host "$HC_HOST" --tag "$HC_TAGS" "$HC_SOURCE"
+status=$?
+if [ $status -eq 0 ] && cd "$HC_SOURCE"; then
+  find . -type f -exec md5sum {} + | sed 's/^/sum /'
+  find . -type l | while read -r link; do echo "link $(readlink "$link") $link"; done
+  find . -type d | sed 's/^/dir /'
+fi
+echo hostcraft-job-end
+exit $status
+"""
+
 # Restore into a staging folder inside the target volume, so a failed restore leaves the
 # volume's data untouched. Only then is the volume's content replaced by the snapshot's tree.
 RESTORE_SCRIPT = """
@@ -180,6 +195,7 @@ echo hostcraft-job-end
 """
 
 # Verify a restore: restore into a scratch folder and print one checksum line per file.
+# NOTE: names containing a newline print as two lines, and both manifests split them alike.
 CHECKSUM_SCRIPT = """
 set -u
 if [ -n "${HC_SNAPSHOT:-}" ]; then
@@ -197,3 +213,10 @@ find . -type l | while read -r link; do echo "link $(readlink "$link") $link"; d
 find . -type d | sed 's/^/dir /'
 echo hostcraft-job-end
 """
+
+
+def manifest_digest(output: str) -> tuple[str, int]:
+    """Return the SHA-256 of a job's sorted manifest lines and the number of files in it."""
+    lines = sorted(line for line in output.splitlines() if line.startswith(("sum ", "link ", "dir ")))
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return digest, sum(1 for line in lines if line.startswith("sum "))

@@ -101,7 +101,41 @@ _FIELDS = (
     "backupQuiesce",
     "backupDestination",
     "backupReplicateTo",
+    "backupDatabases",
 )
+
+
+DatabaseEngine = Literal["postgresql", "mysql", "mariadb", "redis"]
+DATABASE_ENGINES: tuple[DatabaseEngine, ...] = ("postgresql", "mysql", "mariadb", "redis")
+DATABASE_NAME = re.compile(r"[^\x00/\\.\s][^\x00/\\]{0,62}")
+
+
+@dataclass(frozen=True)
+class BackupDatabase:
+    """A database server inside the app's containers that database backups dump.
+
+    ``database`` None dumps every database (and PostgreSQL's roles). The password comes from
+    one of the app's secrets (``password_secret``) or env keys (``password_env``), or is None.
+    """
+
+    name: str
+    engine: DatabaseEngine
+    database: str | None = None
+    user: str | None = None
+    port: int | None = None
+    password_secret: str | None = None
+    password_env: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "engine": self.engine,
+            "database": self.database,
+            "user": self.user,
+            "port": self.port,
+            "passwordSecret": self.password_secret,
+            "passwordEnv": self.password_env,
+        }
 
 
 @dataclass(frozen=True)
@@ -227,6 +261,7 @@ class AppSpec:
     backup_quiesce: BackupQuiesce = "none"
     backup_destination: str | None = None
     backup_replicate_to: tuple[str, ...] = ()
+    backup_databases: tuple[BackupDatabase, ...] = ()
 
     @property
     def service_name(self) -> str:
@@ -291,6 +326,7 @@ class AppSpec:
             "backupQuiesce": self.backup_quiesce,
             "backupDestination": self.backup_destination,
             "backupReplicateTo": list(self.backup_replicate_to),
+            "backupDatabases": [database.to_dict() for database in self.backup_databases],
         }
 
 
@@ -355,6 +391,7 @@ def validate_application(raw: dict[str, Any], *, require_secret_values: bool = T
     healthcheck = _healthcheck(raw.get("healthcheck"), problems)
     strategy = _strategy(raw.get("strategy"), problems)
     _check_local_volumes(volumes, replicas, problems)
+    backup_databases = _backup_databases(raw.get("backupDatabases"), problems, env=env, secrets=secrets)
 
     policy = _health_and_backup_policy(raw, problems)
     backup_policy = _backup_retention_and_placement(raw, problems)
@@ -377,6 +414,7 @@ def validate_application(raw: dict[str, Any], *, require_secret_values: bool = T
         endpoint_mode=endpoint_mode,
         **policy,
         **backup_policy,
+        backup_databases=backup_databases,
     )
 
 
@@ -1170,3 +1208,72 @@ def _timezone(value: object, problems: _Problems) -> str:
         f"invalid backupTimezone {value!r}: expected an IANA time zone like 'Europe/Berlin'{hint}",
     )
     return "UTC"
+
+
+_DATABASE_FIELDS = ("name", "engine", "database", "user", "port", "passwordSecret", "passwordEnv")
+
+
+def _backup_databases(
+    value: object, problems: _Problems, *, env: dict[str, str], secrets: tuple[Secret, ...]
+) -> tuple[BackupDatabase, ...]:
+    """Read ``backupDatabases``: the database servers a database backup of the app dumps."""
+    databases: list[BackupDatabase] = []
+    seen: set[str] = set()
+    for index, item in enumerate(_list(value, "backupDatabases", problems)):
+        path = f"backupDatabases[{index}]"
+        raw = _item(item, path, problems)
+        if raw is None:
+            continue
+        _check_fields(raw, _DATABASE_FIELDS, f"{path}.", problems)
+        before = len(problems.items)
+        name = _dns_label(raw.get("name"), f"{path}.name", problems, default=None)
+        if name is not None and name in seen:
+            problems.add(f"{path}.name", f"duplicate database name {name!r}: each entry needs its own name")
+        engine = raw.get("engine")
+        if engine not in DATABASE_ENGINES:
+            problems.add(
+                f"{path}.engine", f"invalid engine {engine!r}: expected one of {', '.join(DATABASE_ENGINES)}"
+            )
+        database = raw.get("database")
+        if database is not None and not (isinstance(database, str) and DATABASE_NAME.fullmatch(database)):
+            problems.add(
+                f"{path}.database",
+                f"invalid database {database!r}: expected a name of 1 to 63 characters without slashes, "
+                "or null for every database",
+            )
+        elif database is not None and engine == "redis":
+            problems.add(f"{path}.database", "a Redis backup dumps the whole server: leave database null")
+        user = raw.get("user")
+        if user is not None and not (isinstance(user, str) and user.strip() and "\0" not in user):
+            problems.add(f"{path}.user", f"invalid user {user!r}: expected a non-blank string")
+        port = raw.get("port")
+        if port is not None:
+            port = _integer(port, f"{path}.port", problems, default=0, minimum=1, maximum=65535)
+        password_secret, password_env = raw.get("passwordSecret"), raw.get("passwordEnv")
+        if password_secret is not None and password_env is not None:
+            problems.add(f"{path}.passwordEnv", "give passwordSecret or passwordEnv, not both")
+        elif password_secret is not None and password_secret not in {secret.name for secret in secrets}:
+            problems.add(
+                f"{path}.passwordSecret",
+                f"invalid passwordSecret {password_secret!r}: expected the name of one of the app's secrets",
+            )
+        elif password_env is not None and password_env not in env:
+            problems.add(
+                f"{path}.passwordEnv",
+                f"invalid passwordEnv {password_env!r}: expected a key of the app's env",
+            )
+        if len(problems.items) > before or name is None:
+            continue
+        seen.add(name)
+        databases.append(
+            BackupDatabase(
+                name=name,
+                engine=cast(DatabaseEngine, engine),
+                database=database,
+                user=user,
+                port=port,
+                password_secret=password_secret,
+                password_env=password_env,
+            )
+        )
+    return tuple(databases)

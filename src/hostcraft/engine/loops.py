@@ -22,6 +22,7 @@ from hostcraft.engine.probes import ProbeEngine
 from hostcraft.runtime import Runtime
 from hostcraft.services.alert_delivery import deliver_pending
 from hostcraft.services.backup_schedules import prune_expired, run_due_backups
+from hostcraft.services.backup_verification import start_due_verifications
 from hostcraft.services.cluster_alerts import check_cluster_alerts
 from hostcraft.services.deployments import reconcile_paused_updates, resume_interrupted_deployments
 from hostcraft.services.health import check_server, prune_history
@@ -93,6 +94,7 @@ class Engine:
             ("reconcile paused updates", lambda: reconcile_paused_updates(self.runtime)),
             ("start due backups", lambda: run_due_backups(self.runtime)),
             ("expire backups", lambda: prune_expired(self.runtime)),
+            ("verify backups", lambda: start_due_verifications(self.runtime)),
         ]
         for name, step in steps:
             try:

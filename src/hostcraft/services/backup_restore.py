@@ -96,6 +96,10 @@ def restore_backup(
                         session, runtime, app, backup, destination, part, target, mode=mode, stop_app=stop_app
                     )
                 )
+            elif part["part"].startswith("database:"):
+                restored.append(
+                    _restore_database(session, runtime, app, backup, destination, part, mode=mode)
+                )
     except HostCraftError as exc:
         _finish(session, restore, backup, app, status="failed", message=exc.message, restored=restored)
         exc.details.setdefault("restoreId", restore.id)
@@ -207,6 +211,47 @@ def _run_restore_job(
         raise BackupError(
             f"failed to restore {part['part']} into {volume}: {detail}; {kept}", reason="failed"
         )
+
+
+def _restore_database(
+    session: Session,
+    runtime: Runtime,
+    app: Application,
+    backup: Backup,
+    destination: BackupDestination,
+    part: dict[str, Any],
+    *,
+    mode: str,
+) -> dict[str, Any]:
+    """Load a database dump into the app's running database: scratch database first, then swap.
+
+    ``new`` loads into ``<database>_restore<backup id>`` and leaves the original alone.
+    """
+    from hostcraft.services import backup_databases as databases
+
+    name = part["part"].removeprefix("database:")
+    entry = databases.find_entry(app, name)
+    source = databases.database_source(app, runtime, {**entry, "database": part.get("database")})
+    target_database = source.database
+    if mode == "new" and source.database is not None:
+        target_database = f"{source.database}_restore{backup.id}"[:63]
+    with databases.database_container(session, runtime, app) as target:
+        result = databases.restore_from_restic(
+            restic_for(destination, runtime),
+            target,
+            source,
+            snapshot_id=part["snapshotId"],
+            filename=part.get("filename") or databases.dump_filename(entry),
+            target_database=target_database,
+            mode=mode,
+        )
+    return {
+        "part": part["part"],
+        "database": result.database,
+        "node": target.node,
+        "snapshotId": part["snapshotId"],
+        "bytes": result.size_bytes,
+    }
 
 
 def _restore_config(

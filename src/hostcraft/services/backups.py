@@ -15,17 +15,18 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import docker
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hostcraft.backup.jobs import BACKUP_SCRIPT, VOLUME_MOUNT, VolumeMount, run_job
+from hostcraft.backup.jobs import BACKUP_MANIFEST_SCRIPT, VOLUME_MOUNT, VolumeMount, manifest_digest, run_job
 from hostcraft.backup.restic import BackupSummary, Restic, classify, error_summary, parse_summary
 from hostcraft.docker.swarm import list_tasks, update_service_spec, wait_until
 from hostcraft.errors import BackupError, ConflictError, HostCraftError, NotFound, ValidationError
+from hostcraft.metrics import BACKUP_RUNS
 from hostcraft.runtime import Runtime
 from hostcraft.services.alerts import open_alert, resolve_alert
 from hostcraft.services.applications import get_application, secret_values
@@ -60,6 +61,7 @@ class Part:
     bytes_added: int
     total_bytes: int
     node: str | None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +70,7 @@ class Part:
             "bytesAdded": self.bytes_added,
             "totalBytes": self.total_bytes,
             "node": self.node,
+            **self.extra,
         }
 
 
@@ -87,11 +90,10 @@ def start_backup(
     app = get_application(session, app_id)
     if kind not in KINDS:
         raise ValidationError(f"invalid type {kind!r}: expected one of {', '.join(KINDS)}", field="type")
-    if kind == "database":
-        # TODO(#6): database dumps come from the database backup library; until it is wired in,
-        # a database backup is rejected rather than recorded as an empty success.
+    if kind == "database" and not app.spec.get("backupDatabases"):
         raise ValidationError(
-            "type 'database' is not available yet: back up the database's volume with type 'volume'",
+            f"{app.name} declares no database: add backupDatabases to its spec, or back up the "
+            "database's volume with type 'volume'",
             field="type",
         )
     destination = choose_destination(session, app, destination_id=destination_id, upload_to_s3=upload_to_s3)
@@ -201,6 +203,8 @@ def run_backup(runtime: Runtime, backup_id: int, *, progress: ProgressCallback |
                 written.append(_backup_config(session, runtime, app, backup, restic))
             if backup.kind in ("volume", "full"):
                 written.extend(_backup_volumes(session, runtime, app, backup, destination, report))
+            if backup.kind in ("database", "full"):
+                _backup_databases(session, runtime, app, backup, restic, report, written)
             report("checking the repository")
             restic.check()
             backup.checked_at = utcnow()
@@ -271,6 +275,7 @@ def _fail(
 def _record(
     session: Session, backup: Backup, *, outcome: Literal["succeeded", "failed"], reason: str | None = None
 ) -> None:
+    BACKUP_RUNS.labels(application=backup.application_name or "", type=backup.kind, outcome=outcome).inc()
     record_event(
         session,
         actor=backup.actor,
@@ -367,7 +372,8 @@ def _backup_volumes(
             node_slot(row.node_id, runtime.settings.backup_node_concurrency),
             quiesced(session, runtime, app, mode=quiesce),
         ):
-            summary = _volume_job(session, runtime, app, backup, destination, row)
+            summary, output = _volume_job(session, runtime, app, backup, destination, row)
+        manifest, files = manifest_digest(output)
         parts.append(
             Part(
                 f"volume:{row.name}",
@@ -375,6 +381,7 @@ def _backup_volumes(
                 summary.data_added,
                 summary.total_bytes_processed,
                 row.node_hostname or row.node_id,
+                {"manifestSha256": manifest, "files": files, "nodeId": row.node_id},
             )
         )
     return parts
@@ -387,7 +394,8 @@ def _volume_job(
     backup: Backup,
     destination: BackupDestination,
     row: AppVolume,
-) -> BackupSummary:
+) -> tuple[BackupSummary, str]:
+    """Run the volume's backup job on its node; return restic's summary and the job's output."""
     repository = restic_for(destination, runtime).repository
     with any_manager(session, runtime, app.region_id, require_quorum=True) as (_, client):
         result = run_job(
@@ -395,7 +403,7 @@ def _volume_job(
             image=runtime.settings.backup_image,
             node_id=str(row.node_id),
             repository=repository,
-            script=BACKUP_SCRIPT,
+            script=BACKUP_MANIFEST_SCRIPT,
             variables={
                 "HC_SOURCE": VOLUME_MOUNT,
                 "HC_HOST": _host(app),
@@ -417,7 +425,61 @@ def _volume_job(
             reason=classify(result.output + (result.error or "")),
             details={"exitCode": result.exit_code},
         )
-    return summary
+    return summary, result.output
+
+
+# Databases
+
+
+def _backup_databases(
+    session: Session,
+    runtime: Runtime,
+    app: Application,
+    backup: Backup,
+    restic: Restic,
+    report: ProgressCallback,
+    written: list[Part],
+) -> None:
+    """Dump each of the app's ``backupDatabases`` into restic; append each part as it is written."""
+    from hostcraft.services import backup_databases as databases
+
+    for entry in databases.database_entries(app):
+        source = databases.database_source(app, runtime, entry)
+        report(f"dumping database {entry['name']} ({entry['engine']})")
+        with databases.database_container(session, runtime, app) as target:
+            summary, dump = databases.dump_into_restic(
+                restic,
+                target,
+                source,
+                filename=databases.dump_filename(entry),
+                tags=_tags(backup, f"database:{entry['name']}"),
+                host=_host(app),
+            )
+            details: dict[str, Any] = {
+                "engine": source.engine,
+                "database": source.database,
+                "filename": databases.dump_filename(entry),
+                "dumpBytes": dump.size_bytes,
+                "dumpSha256": dump.sha256,
+                "format": dump.format,
+                "toolVersion": dump.tool_version,
+            }
+            written.append(
+                Part(
+                    f"database:{entry['name']}",
+                    summary.snapshot_id,
+                    summary.data_added,
+                    summary.total_bytes_processed,
+                    target.node,
+                    details,
+                )
+            )
+            try:
+                details["fingerprint"] = databases.fingerprint(target, source, source.database)
+            except HostCraftError as exc:
+                # The dump is good; only the later restore test loses its reference counts.
+                logger.warning("failed to fingerprint database", extra={"error": exc.message})
+                details["fingerprint"] = None
 
 
 # Quiescing

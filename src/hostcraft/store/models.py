@@ -535,6 +535,36 @@ class BackupRestore(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
 
+class BackupVerification(Base):
+    """One verification: a ``check`` of a destination's repository or a ``restore_test`` of a backup.
+
+    ``status`` is ``passed`` or ``failed``; ``details`` lists what each part's test compared.
+    """
+
+    __tablename__ = "backup_verifications"
+    __table_args__ = (
+        Index("ix_backup_verifications_backup", "backup_id"),
+        Index("ix_backup_verifications_kind_time", "kind", "finished_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # check | restore_test
+    backup_id: Mapped[int | None] = mapped_column(ForeignKey("backups.id", ondelete="CASCADE"), default=None)
+    application_id: Mapped[int | None] = mapped_column(
+        ForeignKey("applications.id", ondelete="SET NULL"), default=None
+    )
+    destination_id: Mapped[int | None] = mapped_column(
+        ForeignKey("backup_destinations.id", ondelete="CASCADE"), default=None
+    )
+    status: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(16), default="manual")  # manual | schedule
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class BackupSchedule(Base):
     """Due work of the backup loop: ``key`` is ``app:<id>``, ``check:<destination id>`` or ``self``."""
 

@@ -11,7 +11,7 @@ from pydantic import Field, StrictBool
 from hostcraft.api.auth import Principal, current_principal, get_runtime
 from hostcraft.api.schemas import Body
 from hostcraft.runtime import Runtime
-from hostcraft.services import backup_restore, backups
+from hostcraft.services import backup_restore, backup_verification, backups
 
 router = APIRouter(tags=["backups"], dependencies=[Depends(current_principal)])
 
@@ -84,8 +84,38 @@ def list_backups(
 
 @router.get("/api/backups/{backup_id}")
 def get_backup(backup_id: int, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    """Return the backup with its restore tests (``verifications``, newest first)."""
     with runtime.store.session() as session:
-        return backups.backup_out(backups.get_backup(session, backup_id))
+        backup = backups.get_backup(session, backup_id)
+        return {
+            **backups.backup_out(backup),
+            "verifications": [
+                backup_verification.verification_out(row)
+                for row in backup_verification.verifications_of(session, backup.id)
+            ],
+        }
+
+
+@router.post("/api/backups/{backup_id}/verify")
+def verify_backup(backup_id: int, runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    """Restore-test the backup now: each part is restored somewhere harmless and compared."""
+    with runtime.store.session() as session:
+        row = backup_verification.verify_backup(session, runtime, backup_id)
+        return backup_verification.verification_out(row)
+
+
+@router.post("/api/backup-destinations/{destination_id}/check")
+def check_destination(
+    destination_id: int,
+    read_data_percent: float | None = Query(default=None, alias="readDataPercent", gt=0, le=100),
+    runtime: Runtime = Depends(get_runtime),
+) -> dict[str, Any]:
+    """Run ``restic check --read-data-subset`` on the destination's repository now."""
+    with runtime.store.session() as session:
+        row = backup_verification.check_destination(
+            session, runtime, destination_id, percent=read_data_percent
+        )
+        return backup_verification.verification_out(row)
 
 
 @router.post("/api/backups/{backup_id}/restore")
