@@ -21,6 +21,7 @@ from hostcraft.engine.lease import acquire_lease, release_lease
 from hostcraft.engine.probes import ProbeEngine
 from hostcraft.runtime import Runtime
 from hostcraft.services.alert_delivery import deliver_pending
+from hostcraft.services.backup_replication import forget_expired_replicas, retry_replication
 from hostcraft.services.backup_schedules import prune_expired, run_due_backups
 from hostcraft.services.cluster_alerts import check_cluster_alerts
 from hostcraft.services.deployments import reconcile_paused_updates, resume_interrupted_deployments
@@ -93,6 +94,8 @@ class Engine:
             ("reconcile paused updates", lambda: reconcile_paused_updates(self.runtime)),
             ("start due backups", lambda: run_due_backups(self.runtime)),
             ("expire backups", lambda: prune_expired(self.runtime)),
+            ("retry backup copies", lambda: retry_replication(self.runtime)),
+            ("forget expired backup copies", lambda: forget_expired_replicas(self.runtime)),
         ]
         for name, step in steps:
             try:
