@@ -27,6 +27,7 @@ from hostcraft.services.cluster_alerts import check_cluster_alerts
 from hostcraft.services.deployments import reconcile_paused_updates, resume_interrupted_deployments
 from hostcraft.services.health import check_server, prune_history
 from hostcraft.services.monitoring import maintenance_intervals_of
+from hostcraft.services.self_backup import run_due_self_backup
 from hostcraft.services.servers import list_servers
 from hostcraft.store.models import Server
 
@@ -96,6 +97,7 @@ class Engine:
             ("expire backups", lambda: prune_expired(self.runtime)),
             ("retry backup copies", lambda: retry_replication(self.runtime)),
             ("forget expired backup copies", lambda: forget_expired_replicas(self.runtime)),
+            ("start the due self-backup", lambda: run_due_self_backup(self.runtime)),
         ]
         for name, step in steps:
             try:
