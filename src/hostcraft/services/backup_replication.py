@@ -84,6 +84,12 @@ def replicate_backup(runtime: Runtime, backup_id: int) -> list[BackupReplica]:
         return replicas
 
 
+def plan_replicas(session: Session, backup: Backup) -> list[BackupReplica]:
+    """Record a ``pending`` replica for every destination the backup is to be copied to."""
+    destinations, _ = replica_destinations(session, backup)
+    return [_replica_row(session, backup, destination) for destination in destinations]
+
+
 def _replica_row(session: Session, backup: Backup, destination: BackupDestination) -> BackupReplica:
     query = select(BackupReplica).where(
         BackupReplica.backup_id == backup.id, BackupReplica.destination_id == destination.id
