@@ -13,7 +13,12 @@ import pytest
 from hostcraft.errors import NotFound
 from hostcraft.services.alerts import find_open_alert
 from hostcraft.services.backup_destinations import find_destination, restic_for
-from hostcraft.services.backup_replication import newest_good_backup, retry_replication
+from hostcraft.services.backup_replication import (
+    forget_expired_replicas,
+    newest_good_backup,
+    retry_replication,
+)
+from hostcraft.services.backup_schedules import prune_expired
 from hostcraft.services.backups import CONFIG_FILENAME
 from tests.backup.test_config_backups import backup, create_app
 from tests.backup.test_destinations import local_destination, s3_destination
@@ -196,3 +201,22 @@ def test_invalid_replicate_to_rejected(api: Api, tmp_path: Path) -> None:
     assert to_itself.json()["error"]["details"]["field"] == "replicateTo"
     assert to_unknown.status_code == 422
     assert "999" in to_unknown.json()["error"]["message"]
+
+
+def test_expired_backup_copies_forgotten(api: Api, s3: S3Server, tmp_path: Path) -> None:
+    app = create_app(api, backupKeepLast=1, backupRetentionDays=1, backupReplicateTo=["offsite"])
+    replica = s3_destination(api, s3, name="offsite")
+    primary = local_destination(api, tmp_path / "repo")
+    first, second = backup(api, app, primary), backup(api, app, primary)
+
+    expired = prune_expired(api.runtime, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=90))
+    forgotten = forget_expired_replicas(api.runtime)
+
+    assert expired == [first["id"]]
+    assert forgotten == 1
+    assert api.get(f"/api/backups/{first['id']}").json()["replicas"][0]["status"] == "expired"
+    kept = api.get(f"/api/backups/{second['id']}").json()["replicas"][0]
+    with api.runtime.store.session() as session:
+        restic = restic_for(find_destination(session, replica["id"]), api.runtime)
+        remaining = [snapshot.id for snapshot in restic.snapshots(tags=["hostcraft"])]
+    assert remaining == kept["snapshotIds"]
