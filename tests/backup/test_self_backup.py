@@ -25,7 +25,7 @@ from hostcraft.services.alerts import find_open_alert
 from hostcraft.services.applications import get_application, list_applications, secret_values
 from hostcraft.services.backup_destinations import list_destinations, repository_for
 from hostcraft.services.self_backup import ALERT_CAUSE, run_due_self_backup
-from hostcraft.store.models import Region, Server
+from hostcraft.store.models import Region, SelfBackup, Server
 from tests.backup.test_destinations import local_destination, s3_destination
 from tests.conftest import Api, create_region
 from tests.s3_server import S3Server, free_port
@@ -268,3 +268,26 @@ def test_self_backup_without_destination_rejected(api: Api) -> None:
 def test_invalid_self_backup_schedule_rejected() -> None:
     with pytest.raises(ValueError, match="invalid cron expression"):
         Settings(self_backup_schedule="every night")
+
+
+def test_interrupted_self_backup_does_not_block(api: Api, tmp_path: Path) -> None:
+    destination = local_destination(api, tmp_path / "self-repo", name="disk")
+    with api.runtime.store.session() as session:
+        stale = SelfBackup(
+            destination_id=destination["id"],
+            destination_name="disk",
+            status="running",
+            actor="t",
+            store_kind="sqlite",
+            started_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=1),
+        )
+        session.add(stale)
+        session.commit()
+        stale_id = stale.id
+
+    done = run_self_backup(api, destination)
+
+    assert done["status"] == "succeeded", done
+    runs = {run["id"]: run for run in api.get("/api/self-backup").json()["runs"]}
+    assert runs[stale_id]["status"] == "failed"
+    assert "interrupted" in runs[stale_id]["message"]

@@ -121,6 +121,12 @@ def _copy(
     except HostCraftError as exc:
         _replica_failed(session, backup, destination, replica, exc.message)
         return
+    except Exception as exc:
+        logger.exception("copy of backup failed unexpectedly", extra={"backup_id": backup.id})
+        _replica_failed(
+            session, backup, destination, replica, f"internal error ({type(exc).__name__}: {exc})"
+        )
+        return
     replica.status = "succeeded"
     replica.error = None
     replica.copied_at = utcnow()

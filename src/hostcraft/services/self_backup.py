@@ -34,7 +34,7 @@ from hostcraft.runtime import Runtime
 from hostcraft.services.alerts import open_alert, resolve_alert
 from hostcraft.services.backup_destinations import find_destination, restic_for
 from hostcraft.services.events import record_event
-from hostcraft.store.models import BackupSchedule, SelfBackup, utcnow
+from hostcraft.store.models import BackupDestination, BackupSchedule, SelfBackup, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ def start_self_backup(
 ) -> SelfBackup:
     """Record a self-backup and run it in the background (or now, with ``wait``)."""
     destination = _destination(session, runtime, destination_id)
+    _fail_interrupted(session, runtime)
     running = session.scalar(select(SelfBackup).where(SelfBackup.status == "running").limit(1))
     if running is not None:
         raise ConflictError(
@@ -86,7 +87,20 @@ def start_self_backup(
     return row
 
 
-def _destination(session: Session, runtime: Runtime, destination_id: int | None) -> Any:
+def _fail_interrupted(session: Session, runtime: Runtime) -> None:
+    """Mark runs as failed that are still ``running`` past the job time limit (their process stopped)."""
+    limit = utcnow() - dt.timedelta(seconds=runtime.settings.backup_job_timeout_seconds)
+    stale = session.scalars(
+        select(SelfBackup).where(SelfBackup.status == "running", SelfBackup.started_at < limit)
+    )
+    for row in stale:
+        row.status = "failed"
+        row.message = "interrupted: the HostCraft process running it stopped"
+        row.finished_at = utcnow()
+    session.flush()
+
+
+def _destination(session: Session, runtime: Runtime, destination_id: int | None) -> BackupDestination:
     reference: str | int | None = destination_id
     if reference is None:
         reference = runtime.settings.self_backup_destination
@@ -108,7 +122,12 @@ def run_self_backup(runtime: Runtime, self_backup_id: int) -> None:
         row = session.get(SelfBackup, self_backup_id)
         if row is None or row.status != "running":
             return
-        destination = find_destination(session, int(row.destination_id or 0))
+        destination = session.get(BackupDestination, row.destination_id) if row.destination_id else None
+        if destination is None:
+            row.status, row.finished_at = "failed", utcnow()
+            row.message = f"backup destination {row.destination_name} was deleted before the run started"
+            session.commit()
+            return
         restic = restic_for(destination, runtime)
         written: list[dict[str, Any]] = []
         try:

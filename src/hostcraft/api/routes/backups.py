@@ -147,6 +147,7 @@ def restore_point_in_time(
             mode=body.mode,
             target_server_id=body.target_server_id,
             target_region_id=body.target_region_id,
+            source_destination_id=body.source_destination_id,
             stop_app=body.stop_app,
             actor=principal.actor,
         )
