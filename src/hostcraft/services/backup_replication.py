@@ -32,7 +32,7 @@ RETRY_SCAN_LIMIT = 200
 
 @dataclass(frozen=True)
 class RestoreSource:
-    """Where a backup's snapshots are read from: the primary destination or one replica."""
+    """The source of a restore: the primary destination or one replica, with snapshot ids valid there."""
 
     destination: BackupDestination
     parts: list[dict[str, Any]]
