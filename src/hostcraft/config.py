@@ -5,7 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from croniter import croniter
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,6 +61,17 @@ class Settings(BaseSettings):
     backup_check_interval_hours: float = Field(default=168.0, ge=0)
     backup_check_read_data_percent: float = Field(default=5.0, gt=0, le=100)
     backup_restore_test_interval_hours: float = Field(default=168.0, ge=0)
+    # Self-backup of the store and the secret key: a cron expression in UTC, and the
+    # destination (id or name) whose restic repository receives it. No schedule, no self-backup.
+    self_backup_schedule: str | None = None
+    self_backup_destination: str | None = None
+
+    @field_validator("self_backup_schedule")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value and not croniter.is_valid(value):
+            raise ValueError(f"invalid cron expression {value!r}: expected five fields, e.g. '0 */6 * * *'")
+        return value or None
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -106,3 +106,26 @@ def test_uptime_excludes_maintenance(api: Api) -> None:
     assert body["maintenanceSeconds"] == pytest.approx(3600, abs=2)
     assert body["downtimeSeconds"] == pytest.approx(3600, abs=2)
     assert body["measuredSeconds"] == pytest.approx(23 * 3600, abs=2)
+
+
+def test_suppressed_alert_sent_when_window_ends(
+    api: Api, server: SwitchableServer, webhook: WebhookReceiver
+) -> None:
+    assert api.post("/api/alert-channels", {"name": "ops", "url": webhook.url()}).status_code == 201
+    app_id = add_monitored_app(api.runtime, "web", healthCheckUrl=server.url, maxConsecutiveFailures=1)
+    now = utcnow()
+    window(api, app_id, now - dt.timedelta(minutes=5), now + dt.timedelta(minutes=10))
+    server.mode = "error"
+    probe_once(api.runtime, ProbeEngine(api.runtime, recovery=False), target_of(api.runtime, app_id))
+    deliver_pending(api.runtime)
+    assert webhook.titles() == []
+
+    from hostcraft.services.monitoring import maintenance_intervals_of
+
+    run_recovery(api.runtime, now=now + dt.timedelta(minutes=11), maintenance=maintenance_intervals_of)
+    deliver_pending(api.runtime, now=now + dt.timedelta(minutes=11))
+    with api.runtime.store.session() as session:
+        alert = session.scalars(select(Alert).where(Alert.trigger == "service_health_failure")).one()
+        assert alert.status == "open"
+    assert len(webhook.titles()) == 1
+    assert "default/web is failing its health checks" in webhook.titles()[0]

@@ -25,6 +25,7 @@ from hostcraft.api.routes import (
     metrics,
     monitoring,
     regions,
+    self_backup,
     servers,
     system,
     tokens,
@@ -75,6 +76,7 @@ def create_app(runtime: Runtime, *, run_engine: bool | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(backup_destinations.router)
     app.include_router(backups.router)
+    app.include_router(self_backup.router)
     return app
 
 

@@ -50,7 +50,7 @@ def _with_sizes(backup: dict[str, Any]) -> dict[str, Any]:
 
 
 def _wait(client: ApiClient, backup: dict[str, Any]) -> dict[str, Any]:
-    """Poll a backup until it ends, with a spinner on a terminal."""
+    """Poll a backup until it ends and its copies are made, with a spinner on a terminal."""
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -59,11 +59,16 @@ def _wait(client: ApiClient, backup: dict[str, Any]) -> dict[str, Any]:
         transient=True,
     ) as progress:
         task = progress.add_task(f"backup {backup['id']}: {backup['status']}")
-        while backup["status"] not in TERMINAL:
+        while backup["status"] not in TERMINAL or _copies_pending(backup):
             time.sleep(1)
             backup = client.get(f"/api/backups/{backup['id']}")
-            progress.update(task, description=f"backup {backup['id']}: {backup['status']}")
+            copying = " (copying to replica destinations)" if backup["status"] == "succeeded" else ""
+            progress.update(task, description=f"backup {backup['id']}: {backup['status']}{copying}")
     return backup
+
+
+def _copies_pending(backup: dict[str, Any]) -> bool:
+    return any(replica["status"] == "pending" for replica in backup.get("replicas") or [])
 
 
 @app.command("create")
@@ -90,15 +95,43 @@ def create(
 @app.command("ls")
 def list_backups(
     application: str | None = typer.Argument(None, help="only this application"),
+    region: str | None = typer.Option(
+        None, help="only succeeded backups readable in this region (id or code), from a replica or not"
+    ),
+    destination: int | None = typer.Option(
+        None, help="only succeeded backups readable from this destination id"
+    ),
     output: OutputFormat = OutputOption,
 ) -> None:
     """List backups, newest first."""
     client = ApiClient()
+    if region is not None or destination is not None:
+        region_id = _region_id(client, region) if region is not None else None
+        rows = client.get("/api/backups", regionId=region_id, destinationId=destination)
+        if application:
+            wanted = resolve(client, application)["id"]
+            rows = [row for row in rows if row["applicationId"] == wanted]
+        columns = [
+            *BACKUP_COLUMNS[:4],
+            ("FROM", lambda row: row["availableFrom"]["destination"]),
+            *BACKUP_COLUMNS[4:],
+        ]
+        emit(rows, output, lambda: print_table([_with_sizes(row) for row in rows], columns))
+        return
     if application:
         rows = client.get(f"/api/applications/{resolve(client, application)['id']}/backups")
     else:
         rows = client.get("/api/backups")
     emit(rows, output, lambda: print_table([_with_sizes(row) for row in rows], BACKUP_COLUMNS))
+
+
+def _region_id(client: ApiClient, reference: str) -> int:
+    if reference.isdigit():
+        return int(reference)
+    for region in client.get("/api/regions"):
+        if region["code"] == reference:
+            return int(region["id"])
+    raise CliError(f"region {reference!r} not found ('hostcraft region ls' lists them)")
 
 
 @app.command("show")
@@ -109,6 +142,18 @@ def show(backup_id: int, output: OutputFormat = OutputOption) -> None:
     def render() -> None:
         print_record(_with_sizes(backup), BACKUP_COLUMNS)
         print_table(backup["snapshots"], [("PART", "part"), ("SNAPSHOT", "snapshotId"), ("NODE", "node")])
+        if backup.get("replicas"):
+            print_table(
+                backup["replicas"],
+                [
+                    ("REPLICA", "destination"),
+                    ("REGION", "regionId"),
+                    ("STATUS", "status"),
+                    ("SNAPSHOTS", lambda row: ", ".join(item[:8] for item in row["snapshotIds"])),
+                    ("COPIED", "copiedAt"),
+                    ("ERROR", "error"),
+                ],
+            )
 
     emit(backup, output, render)
 
@@ -120,10 +165,19 @@ def restore(
     server: int | None = typer.Option(None, help="target server id (default: where the data was)"),
     region: int | None = typer.Option(None, help="target region id"),
     stop_app: bool = typer.Option(False, help="stop the app during a replace restore and restart it after"),
+    source_destination: int | None = typer.Option(
+        None, help="read from this destination id (primary or replica; default: the primary, else a replica)"
+    ),
     output: OutputFormat = OutputOption,
 ) -> None:
     """Restore a succeeded backup."""
-    body = {"mode": mode, "targetServerId": server, "targetRegionId": region, "stopApp": stop_app}
+    body = {
+        "mode": mode,
+        "targetServerId": server,
+        "targetRegionId": region,
+        "stopApp": stop_app,
+        "sourceDestinationId": source_destination,
+    }
     with console.status(f"restoring backup {backup_id}"):
         restored = ApiClient().post(f"/api/backups/{backup_id}/restore", body)
     emit(
@@ -133,6 +187,28 @@ def restore(
             restored["restored"], [("PART", "part"), ("VOLUME", "volume"), ("APP", "applicationId")]
         ),
     )
+
+
+@app.command("verify")
+def verify(backup_id: int, output: OutputFormat = OutputOption) -> None:
+    """Restore-test a succeeded backup now and compare it with what was backed up."""
+    with console.status(f"restore-testing backup {backup_id}"):
+        result = ApiClient().post(f"/api/backups/{backup_id}/verify")
+    emit(
+        result,
+        output,
+        lambda: print_record(
+            result,
+            [
+                ("Verification", "id"),
+                ("Status", "status"),
+                ("Message", "message"),
+                ("Finished", "finishedAt"),
+            ],
+        ),
+    )
+    if result.get("status") != "passed":
+        raise typer.Exit(1)
 
 
 @destination_app.command("add")
@@ -146,10 +222,20 @@ def add_destination(
     secret_key: str | None = typer.Option(
         None, envvar="HOSTCRAFT_S3_SECRET_KEY", help="read from the environment"
     ),
+    region: int | None = typer.Option(None, help="id of the region the storage is in"),
+    replicate_to: list[int] = typer.Option(
+        [], "--replicate-to", help="destination id every backup here is copied to (repeatable)"
+    ),
     output: OutputFormat = OutputOption,
 ) -> None:
     """Add a destination; a random repository password is made for it."""
-    body: dict[str, Any] = {"name": name, "kind": "local" if path else "s3", "path": path}
+    body: dict[str, Any] = {
+        "name": name,
+        "kind": "local" if path else "s3",
+        "path": path,
+        "regionId": region,
+        "replicateTo": replicate_to,
+    }
     if not path:
         body |= {
             "endpoint": endpoint,

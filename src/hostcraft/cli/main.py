@@ -8,7 +8,19 @@ from typing import Any
 import typer
 
 from hostcraft import __version__
-from hostcraft.cli import alerts, apps, backups, lab, maintenance, regions, reports, servers, swarm, tokens
+from hostcraft.cli import (
+    alerts,
+    apps,
+    backups,
+    lab,
+    maintenance,
+    regions,
+    reports,
+    self_backup,
+    servers,
+    swarm,
+    tokens,
+)
 from hostcraft.cli.client import ApiClient, CliError, config_path, write_config
 from hostcraft.cli.output import OutputFormat, OutputOption, emit, error_console, print_table
 
@@ -28,6 +40,8 @@ app.add_typer(reports.app, name="report")
 app.add_typer(alerts.app, name="alert")
 app.add_typer(maintenance.app, name="maintenance")
 app.add_typer(backups.app, name="backup")
+app.add_typer(self_backup.app, name="self-backup")
+app.command("restore-self")(self_backup.restore_self)
 
 
 @app.command()

@@ -21,12 +21,14 @@ from hostcraft.engine.lease import acquire_lease, release_lease
 from hostcraft.engine.probes import ProbeEngine
 from hostcraft.runtime import Runtime
 from hostcraft.services.alert_delivery import deliver_pending
+from hostcraft.services.backup_replication import forget_expired_replicas, retry_replication
 from hostcraft.services.backup_schedules import prune_expired, run_due_backups
 from hostcraft.services.backup_verification import start_due_verifications
 from hostcraft.services.cluster_alerts import check_cluster_alerts
 from hostcraft.services.deployments import reconcile_paused_updates, resume_interrupted_deployments
 from hostcraft.services.health import check_server, prune_history
 from hostcraft.services.monitoring import maintenance_intervals_of
+from hostcraft.services.self_backup import run_due_self_backup
 from hostcraft.services.servers import list_servers
 from hostcraft.store.models import Server
 
@@ -95,6 +97,9 @@ class Engine:
             ("start due backups", lambda: run_due_backups(self.runtime)),
             ("expire backups", lambda: prune_expired(self.runtime)),
             ("verify backups", lambda: start_due_verifications(self.runtime)),
+            ("retry backup copies", lambda: retry_replication(self.runtime)),
+            ("forget expired backup copies", lambda: forget_expired_replicas(self.runtime)),
+            ("start the due self-backup", lambda: run_due_self_backup(self.runtime)),
         ]
         for name, step in steps:
             try:

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from hostcraft.runtime import Runtime
 
 logger = logging.getLogger(__name__)
+# httpx logs every request at INFO: one line per probe would drown the control plane's log.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 FLUSH_SECONDS = 0.5
 MAX_BODY_BYTES = 1 << 20

@@ -50,6 +50,7 @@ class DestinationInput:
     access_key: str | None = None
     secret_key: str | None = field(default=None, repr=False)
     region_id: int | None = None
+    replicate_to: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -110,6 +111,19 @@ def _validate(data: DestinationInput) -> None:
         raise ValidationError("secretKey is missing", field="secretKey")
 
 
+def validate_replicate_to(session: Session, destination_id: int | None, replicate_to: list[int]) -> None:
+    """Reject a replication policy naming an unknown destination or the destination itself."""
+    for index, target_id in enumerate(replicate_to):
+        if target_id == destination_id:
+            raise ValidationError(
+                f"replicateTo[{index}]: a destination cannot replicate to itself", field="replicateTo"
+            )
+        if session.get(BackupDestination, target_id) is None:
+            raise ValidationError(
+                f"replicateTo[{index}]: backup destination {target_id} not found", field="replicateTo"
+            )
+
+
 def repository_url(destination: BackupDestination) -> str:
     if destination.kind == "local":
         return str(destination.path)
@@ -164,7 +178,9 @@ def create_destination(
         # 32 random bytes: restic derives the repository key from it with scrypt.
         password_encrypted=runtime.secrets.encrypt(secrets.token_urlsafe(32)),
         region_id=data.region_id,
+        replicate_to=list(dict.fromkeys(data.replicate_to)),
     )
+    validate_replicate_to(session, None, destination.replicate_to)
     session.add(destination)
     session.flush()
     _event(session, destination, actor=actor, action="backup_destination.create")
@@ -199,6 +215,8 @@ def update_destination(
         destination.access_key = data.access_key
         destination.secret_key_encrypted = runtime.secrets.encrypt(data.secret_key or "")
     destination.region_id = data.region_id
+    validate_replicate_to(session, destination.id, data.replicate_to)
+    destination.replicate_to = list(dict.fromkeys(data.replicate_to))
     session.flush()
     _event(session, destination, actor=actor, action="backup_destination.update")
     return destination
@@ -213,6 +231,9 @@ def delete_destination(session: Session, destination_id: int, *, actor: str) -> 
             f"backup destination {destination.name!r} holds recorded backups: delete or expire them first"
         )
     _event(session, destination, actor=actor, action="backup_destination.delete")
+    for other in list_destinations(session):
+        if destination.id in other.replicate_to:
+            other.replicate_to = [item for item in other.replicate_to if item != destination.id]
     session.delete(destination)
     session.flush()
 
@@ -362,6 +383,7 @@ def destination_out(destination: BackupDestination) -> dict[str, Any]:
         "accessKey": destination.access_key,
         "hasSecretKey": destination.secret_key_encrypted is not None,
         "regionId": destination.region_id,
+        "replicateTo": list(destination.replicate_to),
         "repository": repository_url(destination),
         "lastTestAt": stamp(destination.last_test_at),
         "lastTestOk": destination.last_test_ok,

@@ -25,6 +25,7 @@ from hostcraft.errors import BackupError, ConflictError, HostCraftError, NotFoun
 from hostcraft.runtime import Runtime
 from hostcraft.services import applications
 from hostcraft.services.backup_destinations import restic_for
+from hostcraft.services.backup_replication import restore_source
 from hostcraft.services.backups import CONFIG_FILENAME, _live_tasks, get_backup, quiesced
 from hostcraft.services.events import record_event
 from hostcraft.services.managers import any_manager
@@ -59,6 +60,7 @@ def restore_backup(
     actor: str,
     target_server_id: int | None = None,
     target_region_id: int | None = None,
+    source_destination_id: int | None = None,
     stop_app: bool = False,
 ) -> BackupRestore:
     """Restore every part of a succeeded backup; raise BackupError (with the record kept) on failure."""
@@ -71,21 +73,27 @@ def restore_backup(
     if app is None:
         raise NotFound(f"the application of backup {backup.id} no longer exists: restore its config first")
     target = _target(session, app, target_server_id=target_server_id, target_region_id=target_region_id)
+    source = restore_source(
+        session,
+        runtime,
+        backup,
+        target_region_id=target.region_id,
+        source_destination_id=source_destination_id,
+    )
     restore = BackupRestore(
         backup_id=backup.id,
         mode=mode,
         status="running",
         target_server_id=target.server.id if target.server else None,
-        target={"regionId": target.region_id},
+        target={"regionId": target.region_id, "sourceDestinationId": source.destination.id},
         actor=actor,
     )
     session.add(restore)
     session.commit()
-    destination = session.get(BackupDestination, backup.destination_id)
-    assert destination is not None
+    destination = source.destination
     restored: list[dict[str, Any]] = []
     try:
-        for part in backup.parts:
+        for part in source.parts:
             if part["part"] == "config":
                 restored.append(
                     _restore_config(session, runtime, app, backup, destination, part, mode=mode, actor=actor)
@@ -323,6 +331,7 @@ def restore_out(restore: BackupRestore) -> dict[str, Any]:
         "status": restore.status,
         "targetServerId": restore.target_server_id,
         "targetRegionId": restore.target.get("regionId"),
+        "sourceDestinationId": restore.target.get("sourceDestinationId"),
         "restored": restore.target.get("restored", []),
         "message": restore.message,
         "actor": restore.actor,

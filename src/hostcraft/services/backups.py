@@ -31,6 +31,7 @@ from hostcraft.runtime import Runtime
 from hostcraft.services.alerts import open_alert, resolve_alert
 from hostcraft.services.applications import get_application, secret_values
 from hostcraft.services.backup_destinations import find_destination, list_destinations, restic_for
+from hostcraft.services.backup_replication import plan_replicas, replicate_backup
 from hostcraft.services.events import record_event
 from hostcraft.services.managers import any_manager
 from hostcraft.store.models import Application, AppVolume, Backup, BackupDestination, Deployment, utcnow
@@ -216,7 +217,11 @@ def run_backup(runtime: Runtime, backup_id: int, *, progress: ProgressCallback |
             logger.exception("backup failed unexpectedly", extra={"backup_id": backup.id})
             _fail(session, backup, restic, written, f"internal error ({type(exc).__name__}: {exc})", app)
             return
+        # Pending replica rows first, so a reader who sees "succeeded" also sees the copies coming.
+        plan_replicas(session, backup)
         _succeed(session, backup, written, app)
+    # Copies to other regions never change the backup's own outcome; failures alert and are retried.
+    replicate_backup(runtime, backup_id)
 
 
 def _succeed(session: Session, backup: Backup, parts: list[Part], app: Application | None) -> None:

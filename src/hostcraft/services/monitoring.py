@@ -337,6 +337,8 @@ def resolve_incident(session: Session, app: Application, *, ended_at: dt.datetim
     incident.status = "resolved"
     incident.ended_at = ended_at
     incident.resolved_at = now
+    if incident.recovery_status == "acting":
+        incident.recovery_status = "recovered"
     name = f"{app.project}/{app.name}"
     downtime = (ended_at - incident.began_at).total_seconds()
     record_event(
@@ -467,8 +469,8 @@ def availability_document(app: Application, figures: Availability, window: str) 
         "applicationId": app.id,
         "application": f"{app.project}/{app.name}",
         "window": window,
-        "windowStart": figures.window_start.isoformat(),
-        "windowEnd": figures.window_end.isoformat(),
+        "windowStart": figures.window_start.isoformat().replace("+00:00", "Z"),
+        "windowEnd": figures.window_end.isoformat().replace("+00:00", "Z"),
         "measuredSeconds": round(figures.measured_seconds, 3),
         "downtimeSeconds": round(figures.downtime_seconds, 3),
         "maintenanceSeconds": round(figures.maintenance_seconds, 3),

@@ -16,6 +16,8 @@ import docker
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from hostcraft.docker import swarm as swarm_api
+from hostcraft.domain.placement import eligible_nodes
 from hostcraft.domain.recovery import (
     FAILED_TASK_STATES,
     Decision,
@@ -27,9 +29,10 @@ from hostcraft.domain.recovery import (
 )
 from hostcraft.errors import HostCraftError
 from hostcraft.metrics import RECOVERY_ACTIONS
-from hostcraft.services.alerts import notify_once, open_alert
+from hostcraft.services.alerts import find_open_alert, notify_once, open_alert
 from hostcraft.services.applications import active_deployment
 from hostcraft.services.deployments import rollback_to, start_deployment
+from hostcraft.services.drain import placement_node
 from hostcraft.services.events import record_event
 from hostcraft.services.managers import any_manager
 from hostcraft.services.monitoring import (
@@ -88,6 +91,8 @@ def _recover(
         return None
     spec = app_spec(app)
     situation = _situation(session, runtime, app, incident, now=now, maintenance=maintenance)
+    if not situation.in_maintenance:
+        _reopen_suppressed_health_alert(session, app, incident, now=now)
     decision = next_action(situation, spec.recovery, now=now)
     if decision.action in ("none", "wait"):
         return decision
@@ -96,6 +101,30 @@ def _recover(
         return decision
     _act(session, runtime, app, incident, decision, situation)
     return decision
+
+
+def _reopen_suppressed_health_alert(
+    session: Session, app: Application, incident: Incident, *, now: dt.datetime
+) -> None:
+    """Send the health alert held back by a maintenance window that ended while the app still fails."""
+    alert = find_open_alert(session, f"app:{app.id}:health")
+    if alert is None or alert.status != "suppressed":
+        return
+    name = f"{app.project}/{app.name}"
+    open_alert(
+        session,
+        trigger="service_health_failure",
+        cause=f"app:{app.id}:health",
+        title=alert.title,
+        message=(
+            f"{name} still fails its health checks after the maintenance window: "
+            f"{incident.last_error or 'no detail'}"
+        ),
+        application_id=app.id,
+        region_id=app.region_id,
+        details={"incidentId": incident.id},
+        now=now,
+    )
 
 
 def _situation(
@@ -140,17 +169,33 @@ def _situation(
 
 
 def _failing_node(session: Session, runtime: Runtime, app: Application, *, since: dt.datetime) -> str | None:
+    """Return the node where the app's failures concentrate, if its tasks can run elsewhere."""
     if app.service_id is None:
         return None
     try:
         with any_manager(session, runtime, app.region_id, require_quorum=True) as (_, client):
             tasks = client.api.tasks(filters={"service": app.service_id})
-    except HostCraftError as exc:
+            node = failing_node(tasks, since=since)
+            if node is None:
+                return None
+            service = client.api.inspect_service(app.service_id)
+            nodes = [placement_node(item) for item in swarm_api.list_nodes(client)]
+    except (HostCraftError, docker.errors.APIError) as exc:
         logger.warning(
-            "failed to list tasks for the recovery ladder", extra={"app": app.id, "reason": exc.message}
+            "failed to list tasks for the recovery ladder", extra={"app": app.id, "reason": str(exc)}
         )
         return None
-    return failing_node(tasks, since=since)
+    placement = service["Spec"]["TaskTemplate"].get("Placement") or {}
+    others = eligible_nodes(nodes, list(placement.get("Constraints") or []), exclude=node)
+    replicas = int(((service["Spec"].get("Mode") or {}).get("Replicated") or {}).get("Replicas", 1))
+    per_node = int(placement.get("MaxReplicas") or 0)
+    # Moving is pointless, and would leave tasks pending forever, without room elsewhere.
+    if not others or (per_node and per_node * len(others) < replicas):
+        logger.info(
+            "no other node can run the app's tasks: not moving it", extra={"app": app.id, "node": node}
+        )
+        return None
+    return node
 
 
 def _act(

@@ -294,7 +294,9 @@ class Incident(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     deployment_id: Mapped[int | None] = mapped_column(Integer, default=None)
     began_after_deployment: Mapped[bool] = mapped_column(Boolean, default=False)
-    recovery_status: Mapped[str] = mapped_column(String(16), default="none")  # none | acting | failed
+    recovery_status: Mapped[str] = mapped_column(
+        String(16), default="none"
+    )  # none | acting | recovered | failed
     recovery_message: Mapped[str | None] = mapped_column(Text, default=None)
 
 
@@ -469,6 +471,8 @@ class BackupDestination(Base):
     password_encrypted: Mapped[str] = mapped_column(Text)
     # The HostCraft region the storage belongs to; replication copies to other regions' destinations.
     region_id: Mapped[int | None] = mapped_column(ForeignKey("regions.id", ondelete="SET NULL"), default=None)
+    # Ids of the destinations every succeeded backup written here is copied to (``restic copy``).
+    replicate_to: Mapped[list[Any]] = mapped_column(default=list)
     last_test_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     last_test_ok: Mapped[bool | None] = mapped_column(Boolean, default=None)
     last_test_reason: Mapped[str | None] = mapped_column(String(32), default=None)
@@ -575,3 +579,52 @@ class BackupSchedule(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     next_run_at: Mapped[dt.datetime] = mapped_column()
     last_run_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class BackupReplica(Base):
+    """The copy of one backup's snapshots in another destination (``restic copy``).
+
+    ``status`` is ``pending``, ``succeeded`` or ``failed``; ``parts`` lists the copied snapshots
+    as ``{"part", "snapshotId"}`` with the ids they have in the replica repository.
+    """
+
+    __tablename__ = "backup_replicas"
+    __table_args__ = (
+        UniqueConstraint("backup_id", "destination_id", name="uq_backup_replicas_backup_destination"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    backup_id: Mapped[int] = mapped_column(ForeignKey("backups.id", ondelete="CASCADE"), index=True)
+    destination_id: Mapped[int] = mapped_column(ForeignKey("backup_destinations.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    parts: Mapped[list[Any]] = mapped_column(default=list)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    copied_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SelfBackup(Base):
+    """One backup of HostCraft's own store and secret key into a destination's repository.
+
+    ``parts`` lists ``{"part": "store" | "key", "snapshotId", "filename", "bytes"}``.
+    """
+
+    __tablename__ = "self_backups"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    destination_id: Mapped[int | None] = mapped_column(
+        ForeignKey("backup_destinations.id", ondelete="SET NULL"), default=None
+    )
+    destination_name: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | succeeded | failed
+    trigger: Mapped[str] = mapped_column(String(16), default="manual")  # manual | schedule
+    actor: Mapped[str] = mapped_column(String(128))
+    store_kind: Mapped[str] = mapped_column(String(16))  # sqlite | postgresql
+    parts: Mapped[list[Any]] = mapped_column(default=list)
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)

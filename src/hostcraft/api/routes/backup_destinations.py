@@ -30,6 +30,9 @@ class DestinationIn(Body):
     access_key: str | None = Field(default=None, max_length=256)
     secret_key: str | None = Field(default=None, max_length=1024, repr=False)
     region_id: int | None = None
+    replicate_to: list[int] = Field(
+        default_factory=list, max_length=16, description="ids of destinations every backup here is copied to"
+    )
 
     def to_input(self) -> destinations.DestinationInput:
         return destinations.DestinationInput(**self.model_dump())

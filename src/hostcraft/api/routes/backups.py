@@ -11,6 +11,7 @@ from pydantic import Field, StrictBool
 from hostcraft.api.auth import Principal, current_principal, get_runtime
 from hostcraft.api.schemas import Body
 from hostcraft.runtime import Runtime
+from hostcraft.services import backup_replication as replication
 from hostcraft.services import backup_restore, backup_verification, backups
 
 router = APIRouter(tags=["backups"], dependencies=[Depends(current_principal)])
@@ -26,6 +27,9 @@ class RestoreIn(Body):
     mode: Literal["replace", "new"] = "new"
     target_server_id: int | None = None
     target_region_id: int | None = None
+    source_destination_id: int | None = Field(
+        default=None, description="read from this destination (the primary or a replica) instead of choosing"
+    )
     stop_app: StrictBool = False
 
 
@@ -73,9 +77,19 @@ def list_app_backups(
 def list_backups(
     status_filter: str | None = Query(default=None, alias="status"),
     limit: int = Query(default=100, ge=1, le=1000),
+    destination_id: int | None = Query(default=None, alias="destinationId"),
+    region_id: int | None = Query(default=None, alias="regionId"),
     runtime: Runtime = Depends(get_runtime),
 ) -> list[dict[str, Any]]:
+    """List backups; with ``destinationId`` or ``regionId``, the succeeded backups readable there."""
     with runtime.store.session() as session:
+        if destination_id is not None or region_id is not None:
+            return [
+                {**backups.backup_out(item), "availableFrom": replication.source_out(source)}
+                for item, source in replication.available_backups(
+                    session, destination_id=destination_id, region_id=region_id, limit=limit
+                )
+            ]
         return [
             backups.backup_out(item)
             for item in backups.list_backups(session, status=status_filter, limit=limit)
@@ -87,8 +101,12 @@ def get_backup(backup_id: int, runtime: Runtime = Depends(get_runtime)) -> dict[
     """Return the backup with its restore tests (``verifications``, newest first)."""
     with runtime.store.session() as session:
         backup = backups.get_backup(session, backup_id)
+        replicas = [
+            replication.replica_out(session, item) for item in replication.replicas_of(session, backup.id)
+        ]
         return {
             **backups.backup_out(backup),
+            "replicas": replicas,
             "verifications": [
                 backup_verification.verification_out(row)
                 for row in backup_verification.verifications_of(session, backup.id)
@@ -134,6 +152,7 @@ def restore_backup(
             mode=body.mode,
             target_server_id=body.target_server_id,
             target_region_id=body.target_region_id,
+            source_destination_id=body.source_destination_id,
             stop_app=body.stop_app,
             actor=principal.actor,
         )
@@ -158,6 +177,7 @@ def restore_point_in_time(
             mode=body.mode,
             target_server_id=body.target_server_id,
             target_region_id=body.target_region_id,
+            source_destination_id=body.source_destination_id,
             stop_app=body.stop_app,
             actor=principal.actor,
         )
