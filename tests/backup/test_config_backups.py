@@ -211,3 +211,42 @@ def _document(app: dict[str, Any]) -> dict[str, Any]:
     }
     document["secrets"] = [{"name": "db-password"}]
     return document
+
+
+def test_point_in_time_restores_newest_good_backup_before(api: Api, tmp_path: Path) -> None:
+    app = create_app(api)
+    destination = local_destination(api, tmp_path / "repo")
+    taken: list[tuple[str, dict[str, Any]]] = []
+    for mode in ("one", "two", "three"):
+        changed = api.put(f"/api/applications/{app['id']}", {**_document(app), "env": {"MODE": mode}})
+        assert changed.status_code == 200, changed.text
+        done = backup(api, app, destination)
+        assert done["status"] == "succeeded", done
+        taken.append((mode, done))
+    # A failed attempt after "two" must never be chosen.
+    with api.runtime.store.session() as session:
+        second = session.get(Backup, taken[1][1]["id"])
+        assert second is not None
+        failed = Backup(
+            application_id=app["id"],
+            kind="config",
+            status="failed",
+            actor="test",
+            destination_id=destination["id"],
+            started_at=second.started_at + dt.timedelta(microseconds=1),
+        )
+        session.add(failed)
+        session.commit()
+        between = second.started_at + dt.timedelta(microseconds=2)
+
+    restored = api.post(
+        f"/api/applications/{app['id']}/restore", {"at": between.isoformat(), "mode": "replace"}
+    )
+    assert restored.status_code == 200, restored.text
+    assert restored.json()["backupId"] == taken[1][1]["id"]
+    assert api.get(f"/api/applications/{app['id']}").json()["env"] == {"MODE": "two"}
+
+    too_early = api.post(
+        f"/api/applications/{app['id']}/restore", {"at": "2000-01-01T00:00:00Z", "mode": "replace"}
+    )
+    assert too_early.status_code == 404
