@@ -180,6 +180,20 @@ def test_cli_tokens_and_viewer_limits(control: Control) -> None:
     assert "invalid or revoked API token" in revoked.stderr
 
 
+def test_cli_uptime_report_formats(control: Control) -> None:
+    control.start()
+    csv_output = control.run("report", "uptime", "--window", "7d", "-o", "csv")
+    assert csv_output.returncode == 0, csv_output.stderr
+    assert csv_output.stdout.splitlines()[0].startswith(
+        "applicationId,application,window,availabilityPercent"
+    )
+    report = control.json("report", "uptime")
+    assert report["applications"] == []
+    refused = control.run("report", "uptime", "--window", "1w", "-o", "csv")
+    assert refused.returncode == 1
+    assert "invalid window" in refused.stderr
+
+
 def test_cli_reports_unreachable_api(tmp_path: Path) -> None:
     control = Control(tmp_path, f"sqlite:///{tmp_path / 'unused.db'}")
     result = control.run("region", "ls", token="hc_x")

@@ -82,6 +82,21 @@ class ApiClient:
             raise CliError(f"{message} [{response.status_code} {error.get('code', '')}]".rstrip())
         return payload
 
+    def get_text(self, path: str, **params: Any) -> str:
+        """GET a non-JSON document (such as CSV) and return its text; errors as for ``request``."""
+        if not self.token:
+            raise CliError("no API token: set HOSTCRAFT_TOKEN, or run 'hostcraft login --token TOKEN'")
+        query = {key: value for key, value in params.items() if value is not None}
+        try:
+            response = self._http.get(path, params=query, headers={"Authorization": f"Bearer {self.token}"})
+        except httpx.TransportError as exc:
+            raise CliError(
+                f"cannot reach HostCraft at {self.url}: {exc}. Is 'hostcraft up' running?"
+            ) from exc
+        if response.is_error:
+            self.request("GET", path, params=query)  # raises CliError with the API's message
+        return response.text
+
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
 

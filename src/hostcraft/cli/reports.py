@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import sys
 from enum import StrEnum
 
 import typer
@@ -12,19 +10,6 @@ from hostcraft.cli.client import ApiClient
 from hostcraft.cli.output import print_json, print_table
 
 app = typer.Typer(help="Reports across all applications.", no_args_is_help=True)
-
-COLUMNS = (
-    "applicationId",
-    "application",
-    "window",
-    "availabilityPercent",
-    "slaTargetPercent",
-    "meetsTarget",
-    "downtimeSeconds",
-    "maintenanceSeconds",
-    "measuredSeconds",
-    "errorBudgetRemainingSeconds",
-)
 
 
 class ReportFormat(StrEnum):
@@ -41,14 +26,14 @@ def uptime(
     output: ReportFormat = typer.Option(ReportFormat.TABLE, "--output", "-o", help="table, json or csv."),
 ) -> None:
     """Report the availability of every application against its SLA target."""
-    report = ApiClient().get("/api/reports/uptime", window=window)
+    client = ApiClient()
+    if output == ReportFormat.CSV:
+        typer.echo(client.get_text("/api/reports/uptime", window=window, format="csv"), nl=False)
+        return
+    report = client.get("/api/reports/uptime", window=window)
     rows = report["applications"]
     if output == ReportFormat.JSON:
         print_json(report)
-    elif output == ReportFormat.CSV:
-        writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
     else:
         print_table(
             rows,
