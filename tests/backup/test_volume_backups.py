@@ -190,6 +190,17 @@ def test_volume_round_trip_is_exact(env: Env, kind: str, tmp_path: Path) -> None
     new_volume = restored.json()["restored"][0]["volume"]
     assert new_volume == f"{volume}_restore{done['id']}"
     assert run_on_worker(env, new_volume, LIST_SCRIPT) == before
+    # Finished job containers carry the repository secrets in their environment: none is left.
+    client = node_client(env.worker)
+    try:
+        leftovers = [
+            container["Names"]
+            for container in client.api.containers(all=True)
+            if container["Labels"].get("com.docker.swarm.service.name", "").startswith("hostcraft-")
+        ]
+    finally:
+        client.close()
+    assert leftovers == []
 
 
 def test_replace_refuses_volume_in_use_then_restores_exactly(env: Env) -> None:

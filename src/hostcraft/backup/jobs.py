@@ -42,6 +42,7 @@ class JobResult:
     output: str
     error: str | None
     node_id: str | None
+    service_id: str | None = None
 
 
 def run_job(
@@ -106,6 +107,7 @@ def run_job(
         output=output,
         error=status.get("Err"),
         node_id=task.get("NodeID"),
+        service_id=service_id,
     )
 
 
@@ -220,3 +222,18 @@ def manifest_digest(output: str) -> tuple[str, int]:
     lines = sorted(line for line in output.splitlines() if line.startswith(("sum ", "link ", "dir ")))
     digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
     return digest, sum(1 for line in lines if line.startswith("sum "))
+
+
+def remove_job_containers(node_client: docker.DockerClient, service_id: str) -> int:
+    """Remove the finished containers a job left on its node; return how many were removed.
+
+    Swarm 20.10 keeps the container of a finished job task after the service is removed, and
+    its configuration holds the repository password and S3 keys from the job's environment.
+    """
+    removed = 0
+    for container in node_client.api.containers(
+        all=True, filters={"label": f"com.docker.swarm.service.id={service_id}"}
+    ):
+        node_client.api.remove_container(container["Id"], force=True)
+        removed += 1
+    return removed

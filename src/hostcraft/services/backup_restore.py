@@ -26,7 +26,7 @@ from hostcraft.runtime import Runtime
 from hostcraft.services import applications
 from hostcraft.services.backup_destinations import restic_for
 from hostcraft.services.backup_replication import restore_source
-from hostcraft.services.backups import CONFIG_FILENAME, _live_tasks, get_backup, quiesced
+from hostcraft.services.backups import CONFIG_FILENAME, _live_tasks, get_backup, quiesced, remove_finished_job
 from hostcraft.services.events import record_event
 from hostcraft.services.managers import any_manager
 from hostcraft.services.servers import get_server, list_servers
@@ -209,6 +209,7 @@ def _run_restore_job(
             timeout=runtime.settings.backup_job_timeout_seconds,
             purpose="restore",
         )
+    remove_finished_job(session, runtime, result)
     if result.state != "complete" or result.exit_code != 0 or "restored" not in result.output.splitlines():
         detail = error_summary(result.output) or result.error or f"job ended {result.state}"
         kept = (

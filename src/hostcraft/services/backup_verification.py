@@ -42,7 +42,7 @@ from hostcraft.runtime import Runtime
 from hostcraft.services import backup_databases as databases
 from hostcraft.services.alerts import open_alert, resolve_alert
 from hostcraft.services.backup_destinations import find_destination, restic_for
-from hostcraft.services.backups import CONFIG_FILENAME, CONFIG_FORMAT, get_backup
+from hostcraft.services.backups import CONFIG_FILENAME, CONFIG_FORMAT, get_backup, remove_finished_job
 from hostcraft.services.managers import any_manager
 from hostcraft.services.servers import engine_client
 from hostcraft.store.models import (
@@ -173,6 +173,8 @@ def _test_volume(
                 timeout=runtime.settings.backup_job_timeout_seconds,
                 purpose="verify",
             )
+        # The job's container still uses the scratch volume, and it keeps the repository secrets.
+        remove_finished_job(session, runtime, result)
     finally:
         _remove_volume(session, runtime, node_id, scratch)
     if result.state != "complete" or result.exit_code != 0:

@@ -22,7 +22,15 @@ import docker
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hostcraft.backup.jobs import BACKUP_MANIFEST_SCRIPT, VOLUME_MOUNT, VolumeMount, manifest_digest, run_job
+from hostcraft.backup.jobs import (
+    BACKUP_MANIFEST_SCRIPT,
+    VOLUME_MOUNT,
+    JobResult,
+    VolumeMount,
+    manifest_digest,
+    remove_job_containers,
+    run_job,
+)
 from hostcraft.backup.restic import BackupSummary, Restic, classify, error_summary, parse_summary
 from hostcraft.docker.swarm import list_tasks, update_service_spec, wait_until
 from hostcraft.errors import BackupError, ConflictError, HostCraftError, NotFound, ValidationError
@@ -34,7 +42,16 @@ from hostcraft.services.backup_destinations import find_destination, list_destin
 from hostcraft.services.backup_replication import plan_replicas, replicate_backup
 from hostcraft.services.events import record_event
 from hostcraft.services.managers import any_manager
-from hostcraft.store.models import Application, AppVolume, Backup, BackupDestination, Deployment, utcnow
+from hostcraft.services.servers import engine_client
+from hostcraft.store.models import (
+    Application,
+    AppVolume,
+    Backup,
+    BackupDestination,
+    Deployment,
+    Server,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -418,6 +435,7 @@ def _volume_job(
             timeout=runtime.settings.backup_job_timeout_seconds,
             purpose="backup",
         )
+    remove_finished_job(session, runtime, result)
     if result.node_id is not None and result.node_id != row.node_id:
         raise BackupError(
             f"the backup job of {row.name} ran on node {result.node_id}, not {row.node_id}", reason="failed"
@@ -624,3 +642,27 @@ def backup_out(backup: Backup) -> dict[str, Any]:
         "startedAt": stamp(backup.started_at),
         "finishedAt": stamp(backup.finished_at),
     }
+
+
+def remove_finished_job(session: Session, runtime: Runtime, result: JobResult) -> None:
+    """Remove a finished job's containers on its node, which keep the repository secrets.
+
+    Best effort: a node that does not answer keeps them until an operator removes them, and
+    the backup's outcome does not depend on it.
+    """
+    if result.node_id is None or result.service_id is None:
+        return
+    server = session.scalars(select(Server).where(Server.swarm_node_id == result.node_id)).first()
+    if server is None:
+        logger.warning(
+            "failed to remove a finished job's containers: no server for node", extra={"node": result.node_id}
+        )
+        return
+    try:
+        with engine_client(server, runtime) as node_client:
+            remove_job_containers(node_client, result.service_id)
+    except Exception as exc:
+        logger.warning(
+            "failed to remove a finished job's containers",
+            extra={"node": result.node_id, "service_id": result.service_id, "reason": str(exc)},
+        )
