@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pytest
+
 from hostcraft.services.alerts import find_open_alert
 from hostcraft.services.backup_verification import run_due_verifications
 from hostcraft.store.models import BackupVerification
@@ -105,3 +107,45 @@ def test_engine_pass_runs_in_background(api: Api, tmp_path: Path) -> None:
 
     assert len(ids) == 2
     assert api.get("/api/backups?status=succeeded").json()[0]["restoreTestStatus"] == "passed"
+
+
+def test_check_of_locked_repository_is_skipped_without_alert(
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backup holding the repository's lock makes restic 0.14's check fail: that is no alert."""
+    import subprocess
+
+    from hostcraft.services import backup_verification
+    from hostcraft.services.backup_destinations import restic_for
+    from hostcraft.store.models import BackupDestination
+
+    monkeypatch.setattr(backup_verification, "CHECK_LOCK_WAIT_SECONDS", 0.5)
+    app = create_app(api)
+    destination = local_destination(api, tmp_path / "repo")
+    backup(api, app, destination)
+    with api.runtime.store.session() as session:
+        row = session.get(BackupDestination, destination["id"])
+        assert row is not None
+        repository = restic_for(row, api.runtime).repository
+    # A backup from standard input holds a lock until its input ends.
+    holder = subprocess.Popen(
+        ["restic", "-r", repository.url, "backup", "--stdin", "--stdin-filename", "slow"],
+        stdin=subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **repository.environment()},
+    )
+    try:
+        import time
+
+        time.sleep(2)
+        checked = api.post(f"/api/backup-destinations/{destination['id']}/check")
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert checked.status_code == 200, checked.text
+    assert checked.json()["status"] == "skipped", checked.json()["message"]
+    assert "lock was created" in checked.json()["message"]
+    with api.runtime.store.session() as session:
+        assert find_open_alert(session, f"destination:{destination['id']}:check") is None
+    again = api.post(f"/api/backup-destinations/{destination['id']}/check")
+    assert again.json()["status"] == "passed"

@@ -81,7 +81,9 @@ def list_runs(
 
 def restore_self(
     repository: str = typer.Option(
-        ..., help="restic repository: a local path or s3:http(s)://HOST:PORT/BUCKET/PREFIX (port and prefix optional)"
+        ...,
+        help="restic repository: a local path or s3:http(s)://HOST:PORT/BUCKET/PREFIX "
+        "(port and prefix optional)",
     ),
     password_file: Path = typer.Option(
         ..., exists=True, dir_okay=False, help="file holding the destination's restic password (export-key)"
