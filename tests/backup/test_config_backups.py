@@ -73,7 +73,9 @@ def test_config_restore_as_new_app(api: Api, tmp_path: Path) -> None:
     restored = api.post(f"/api/backups/{done['id']}/restore", {"mode": "new"})
     assert restored.status_code == 200, restored.text
     new_id = restored.json()["restored"][0]["applicationId"]
-    assert api.get(f"/api/applications/{new_id}").json()["name"] == f"web-r{done['id']}"
+    new_app = api.get(f"/api/applications/{new_id}").json()
+    assert new_app["name"] == f"web-r{done['id']}"
+    assert new_app["regionId"] == app["regionId"]
 
 
 def test_failed_backup_marked_failed_with_alert(api: Api, s3: S3Server) -> None:

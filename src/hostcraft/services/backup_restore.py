@@ -96,7 +96,17 @@ def restore_backup(
         for part in source.parts:
             if part["part"] == "config":
                 restored.append(
-                    _restore_config(session, runtime, app, backup, destination, part, mode=mode, actor=actor)
+                    _restore_config(
+                        session,
+                        runtime,
+                        app,
+                        backup,
+                        destination,
+                        part,
+                        mode=mode,
+                        actor=actor,
+                        target_region_id=target.region_id,
+                    )
                 )
             elif part["part"].startswith("volume:"):
                 restored.append(
@@ -273,6 +283,7 @@ def _restore_config(
     *,
     mode: str,
     actor: str,
+    target_region_id: int | None = None,
 ) -> dict[str, Any]:
     """Put the backed-up spec and secrets back (replace) or store them as a new app (new)."""
     document = json.loads(restic_for(destination, runtime).read_file(part["snapshotId"], CONFIG_FILENAME))
@@ -289,7 +300,14 @@ def _restore_config(
         )
         return {"part": "config", "applicationId": app.id}
     spec["name"] = f"{spec['name']}-r{backup.id}"[:63]
-    created = applications.create_application(session, runtime, {**spec, "region": region}, actor=actor)
+    # The new app must not share the original's volumes: it gets the volumes a restore of this
+    # backup creates (``<volume>_restore<id>``), in the region the restore targets.
+    spec["volumes"] = [
+        {**volume, "name": f"{volume['name']}_restore{backup.id}"} for volume in spec.get("volumes") or []
+    ]
+    created = applications.create_application(
+        session, runtime, {**spec, "region": target_region_id or region}, actor=actor
+    )
     return {"part": "config", "applicationId": created.id}
 
 
