@@ -228,7 +228,7 @@ def remove_job_containers(node_client: docker.DockerClient, service_id: str) -> 
     """Remove the finished containers a job left on its node; return how many were removed.
 
     Swarm 20.10 keeps the container of a finished job task after the service is removed, and
-    its configuration holds the repository password and S3 keys from the job's environment.
+    its configuration contains the repository password and S3 keys from the job's environment.
     """
     removed = 0
     for container in node_client.api.containers(

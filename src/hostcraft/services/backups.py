@@ -647,7 +647,7 @@ def backup_out(backup: Backup) -> dict[str, Any]:
 def remove_finished_job(session: Session, runtime: Runtime, result: JobResult) -> None:
     """Remove a finished job's containers on its node, which keep the repository secrets.
 
-    Best effort: a node that does not answer keeps them until an operator removes them, and
+    Best effort: a node that does not respond keeps them until an operator removes them, and
     the backup's outcome does not depend on it.
     """
     if result.node_id is None or result.service_id is None:
