@@ -163,7 +163,7 @@ def add_monitors(runtime: Runtime, url: str, monitors: int, interval: float) -> 
 
 
 def run_bare(url: str, monitors: int, interval: float, duration: float) -> SideResult:
-    """The same schedule with a plain httpx client: the limit HostCraft's engine is compared to."""
+    """Run the same schedule with a plain httpx client: the limit the engine is compared to."""
 
     async def main() -> tuple[list[float], int]:
         loop = asyncio.get_running_loop()

@@ -2,7 +2,7 @@
 
 Each test runs HostCraft's probe engine with recovery on, against apps deployed through the
 API. A failing health check is made with the lab web app's own switches: a flag file in
-/data makes /cgi-bin/health answer 500, and a start command can create it on chosen nodes.
+/data makes /cgi-bin/health return 500, and a start command can create it on chosen nodes.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def test_deployment_that_breaks_health_is_rolled_back(
     broken = {**document, "command": ["sh", "-c", FLAG_ON_START]}
     assert cluster.api.put(f"/api/applications/{app['id']}", broken).status_code == 200
     bad = _deploy(cluster, app["id"])
-    assert bad["status"] == "succeeded"  # no container healthcheck: Swarm sees nothing wrong
+    assert bad["status"] == "succeeded"  # no container healthcheck, so Swarm finds nothing wrong
 
     wait_for(lambda: "rollback" in rungs(cluster, app["id"]), timeout=180, what="the ladder to roll back")
     wait_for(lambda: resolved(cluster, app["id"]), timeout=180, what="the app to recover after the rollback")

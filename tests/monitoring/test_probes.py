@@ -238,7 +238,7 @@ def test_incident_raises_one_alert_and_resolves_it(runtime: Runtime, server: Swi
 
 
 def test_redirect_answer_is_healthy_by_default(runtime: Runtime, server: SwitchableServer) -> None:
-    """C-02: / answers 302 to /login; the default check must not call the app down."""
+    """A 302 from / to /login is healthy by default: the app is not called down."""
     server.mode = "redirect"
     app_id = add_monitored_app(runtime, "web", healthCheckUrl=server.url, maxConsecutiveFailures=1)
     engine = ProbeEngine(runtime, recovery=False)

@@ -1,7 +1,7 @@
 """HostCraft's own health probe of an application: what is requested and what counts as healthy.
 
 An HTTP probe sends one request and never follows redirects unless ``followRedirects`` is
-set: a ``302`` from ``/`` to a login page is an answer from a serving app, and with the
+set: a ``302`` from ``/`` to a login page is a response from a serving app, and with the
 default expected statuses (200-399) it counts as healthy. A TCP probe only connects.
 """
 
@@ -37,7 +37,7 @@ RECOVERY_FIELDS = ("stepTimeoutSeconds", "cooldownSeconds", "maxActionsPerHour")
 
 @dataclass(frozen=True)
 class ProbeOptions:
-    """How an HTTP probe is sent and judged, and how many successes close an incident."""
+    """The request and judgement of an HTTP probe, and the successes that close an incident."""
 
     method: HttpMethod = "GET"
     expected_status: str = DEFAULT_EXPECTED_STATUS

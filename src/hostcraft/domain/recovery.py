@@ -21,7 +21,7 @@ Action = Literal["none", "wait", "restart", "move", "rollback", "give_up"]
 
 @dataclass(frozen=True)
 class Situation:
-    """What the ladder needs to know about the app and its incident right now."""
+    """The facts about the app and its incident that the ladder decides on."""
 
     auto_restart: bool
     auto_rollback: bool
@@ -123,25 +123,28 @@ def failing_node(tasks: list[dict[str, Any]], *, since: dt.datetime, minimum_fai
     ``since``, at least three quarters of all of them, and some other node ran a task of the
     service (so there is somewhere else to go).
     """
-    failures: dict[str, int] = {}
-    nodes_used: set[str] = set()
-    for task in tasks:
-        node = task.get("NodeID")
-        if not node:
-            continue
-        nodes_used.add(node)
-        status = task.get("Status") or {}
-        if status.get("State") not in FAILED_TASK_STATES:
-            continue
-        timestamp = task_time(status.get("Timestamp"))
-        if timestamp is not None and timestamp >= since:
-            failures[node] = failures.get(node, 0) + 1
+    failures = failures_by_node(tasks, since=since)
+    nodes_used = {task["NodeID"] for task in tasks if task.get("NodeID")}
     if not failures:
         return None
     node, count = max(failures.items(), key=lambda item: item[1])
     if count < minimum_failures or count < 0.75 * sum(failures.values()) or len(nodes_used) < 2:
         return None
     return node
+
+
+def failures_by_node(tasks: list[dict[str, Any]], *, since: dt.datetime) -> dict[str, int]:
+    """Count the tasks that ended on their own since ``since``, by node id."""
+    failures: dict[str, int] = {}
+    for task in tasks:
+        node = task.get("NodeID")
+        status = task.get("Status") or {}
+        if not node or status.get("State") not in FAILED_TASK_STATES:
+            continue
+        timestamp = task_time(status.get("Timestamp"))
+        if timestamp is not None and timestamp >= since:
+            failures[node] = failures.get(node, 0) + 1
+    return failures
 
 
 def task_time(value: object) -> dt.datetime | None:

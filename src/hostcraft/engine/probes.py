@@ -1,6 +1,6 @@
 """The probe engine: an asyncio loop in its own thread that probes every monitored app on time.
 
-Each app has its own interval; its first probe is offset by a fraction of the interval derived
+Each app has its own interval. Its first probe is offset by a fraction of the interval derived
 from its id, so a thousand apps with the same interval do not fire in one burst. HTTP probes
 use httpx without following redirects unless the app asks for it. Results are written to the
 store in batches from a worker thread, so a slow database never delays the next probe.
@@ -196,7 +196,14 @@ class ProbeEngine:
         loop = asyncio.get_running_loop()
         async with self._semaphore:
             lag = loop.time() - due
-            outcome = await self.measure(target)
+            try:
+                outcome = await self.measure(target)
+            except Exception as exc:
+                # measure() handles the errors of a probe; anything else is a bug, still a result.
+                logger.exception("failed to probe an app", extra={"app": target.application_id})
+                outcome = ProbeOutcome(
+                    target.application_id, utcnow(), ok=False, error=f"probe error: {exc!r}"
+                )
         self.stats.add(lag, outcome.ok)
         if outcome.latency_ms is not None:
             PROBE_DURATION.labels(target.name, "ok" if outcome.ok else "failed").observe(
@@ -209,7 +216,7 @@ class ProbeEngine:
     # Measuring.
 
     async def measure(self, target: ProbeTarget) -> ProbeOutcome:
-        """Probe one target once and return the outcome; never raises."""
+        """Probe one target once and return the outcome; probe errors become failed outcomes."""
         if target.kind == "swarm":
             return await asyncio.to_thread(watch_service, self.runtime, target.application_id)
         assert target.url is not None
@@ -292,8 +299,8 @@ class ProbeEngine:
             except OSError as exc:
                 return f"failed to resolve {host}: {exc}"
             addresses = [str(info[4][0]) for info in infos]
-        # NOTE: httpx resolves the name again when it connects; a name that changes its answer
-        # between the two look-ups is not caught here.
+        # NOTE: httpx resolves the name again when it connects, so a name that resolves to another
+        # address at the second look-up is not caught here.
         if any(is_link_local(address) for address in addresses):
             return (
                 f"not probed: {host} resolves to a link-local address and healthProbe.allowLinkLocal is false"

@@ -165,7 +165,9 @@ def _restore_volume(
     name = part["part"].removeprefix("volume:")
     row = session.scalar(select(AppVolume).where(AppVolume.application_id == app.id, AppVolume.name == name))
     swarm_name = row.swarm_name if row else f"{app.project}_{name}"
-    node_id = target.server.swarm_node_id if target.server else (row.node_id if row else None)
+    node_id = row.node_id if row else None
+    if target.server is not None:
+        node_id = target.server.swarm_node_id
     if node_id is None:
         raise ValidationError(
             f"volume {name} has no recorded node: pass targetServerId", field="targetServerId"

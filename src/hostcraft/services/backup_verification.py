@@ -294,8 +294,8 @@ def check_destination(
             break
         except BackupError as exc:
             failure = exc.message
-            # restic 0.14 cannot wait for a lock: a backup writing to the repository makes the
-            # check fail at once. That says nothing about the data, so the check waits and retries.
+            # restic 0.14 cannot wait for a lock, so a backup writing to the repository makes the
+            # check fail at once. That tells nothing about the data: the check waits and retries.
             locked = any(text in failure for text in LOCK_MESSAGES)
             if not locked:
                 break
@@ -306,7 +306,9 @@ def check_destination(
             "repository check failed",
             extra={"destination_id": destination.id, "error": failure, "locked": locked},
         )
-    status = "skipped" if locked else ("failed" if failure else "passed")
+    status = "passed"
+    if failure:
+        status = "skipped" if locked else "failed"
     row = BackupVerification(
         kind="check",
         destination_id=destination.id,
@@ -319,8 +321,8 @@ def check_destination(
     )
     session.add(row)
     cause = f"destination:{destination.id}:check"
-    # A check skipped because another operation held the repository alerts nobody: the next
-    # pass checks again.
+    # A check skipped because another operation held the repository raises no alert, because
+    # the next pass checks again.
     if failure and not locked:
         open_alert(
             session,

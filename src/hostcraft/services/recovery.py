@@ -19,13 +19,12 @@ from sqlalchemy.orm import Session
 from hostcraft.docker import swarm as swarm_api
 from hostcraft.domain.placement import eligible_nodes
 from hostcraft.domain.recovery import (
-    FAILED_TASK_STATES,
     Decision,
     Rung,
     Situation,
     failing_node,
+    failures_by_node,
     next_action,
-    task_time,
 )
 from hostcraft.errors import HostCraftError
 from hostcraft.metrics import RECOVERY_ACTIONS
@@ -357,7 +356,7 @@ def _service_outcome(
         for task in tasks
         if (task.get("Status") or {}).get("State") == "running" and task.get("DesiredState") == "running"
     ]
-    recent_failures = _recent_failures(tasks, since=since)
+    recent_failures = sum(failures_by_node(tasks, since=since).values())
     problems = []
     if desired is not None and len(running) < desired:
         problems.append(f"{len(running)} of {desired} tasks running")
@@ -372,13 +371,3 @@ def _service_outcome(
         error="; ".join(problems) or None,
         node=node,
     )
-
-
-def _recent_failures(tasks: list[dict[str, Any]], *, since: dt.datetime) -> int:
-    count = 0
-    for task in tasks:
-        status = task.get("Status") or {}
-        timestamp = task_time(status.get("Timestamp"))
-        if status.get("State") in FAILED_TASK_STATES and timestamp is not None and timestamp >= since:
-            count += 1
-    return count
