@@ -70,9 +70,25 @@ def up(
         "--databases",
         help="Also push the PostgreSQL, MariaDB and Redis images (built with debootstrap on first use).",
     ),
+    database: list[str] = typer.Option(
+        [],
+        "--database",
+        help="Also push this database image only: postgresql, mariadb or redis (repeatable).",
+    ),
+    backup_image: bool = typer.Option(
+        False,
+        "--backup-image",
+        help="Also build the backup job image from this machine's restic and push it.",
+    ),
+    s3: bool = typer.Option(
+        False,
+        "--s3",
+        help="Also start an S3 server (moto, objects in memory) on the lab bridge, port 9000, "
+        "with a bucket named backups.",
+    ),
 ) -> None:
     """Start (or reuse) a lab; without --register the lab forms its swarm itself."""
-    from hostcraft.lab import build_images, lab_up, push_database_images
+    from hostcraft.lab import build_images, lab_up, push_backup_image, push_database_images, start_s3_server
 
     console.print(f"lab {name}: {managers} manager(s), {workers} worker(s)")
     lab = _guarded(
@@ -84,10 +100,17 @@ def up(
         built = _guarded(lambda: build_images(lab, progress=_progress))
         for logical, reference in built.items():
             console.print(f"  image {logical}: {reference}", highlight=False)
-    if databases:
-        pushed = _guarded(lambda: push_database_images(lab, progress=_progress))
+    if databases or database:
+        engines = None if databases else database
+        pushed = _guarded(lambda: push_database_images(lab, engines=engines, progress=_progress))
         for engine, reference in pushed.items():
             console.print(f"  image {engine}: {reference}", highlight=False)
+    if backup_image:
+        reference = _guarded(lambda: push_backup_image(lab, progress=_progress))
+        console.print(f"  image backup: {reference}", highlight=False)
+    if s3:
+        endpoint = _guarded(lambda: start_s3_server(lab))
+        console.print(f"  S3 server: {endpoint}", highlight=False)
     if register:
         register_lab(lab, region or name)
     print_table(
@@ -182,9 +205,14 @@ def images_command(
         "--databases",
         help="Also push the PostgreSQL, MariaDB and Redis images (built with debootstrap on first use).",
     ),
+    backup_image: bool = typer.Option(
+        False,
+        "--backup-image",
+        help="Also build the backup job image from this machine's restic and push it.",
+    ),
 ) -> None:
     """Build the lab images from Debian packages and push them to the lab registry."""
-    from hostcraft.lab import build_images, push_database_images
+    from hostcraft.lab import build_images, push_backup_image, push_database_images
 
     lab = _lab(name)
     for logical, reference in _guarded(lambda: build_images(lab, progress=_progress)).items():
@@ -192,6 +220,20 @@ def images_command(
     if databases:
         for engine, reference in _guarded(lambda: push_database_images(lab, progress=_progress)).items():
             console.print(f"{engine}: {reference}", highlight=False)
+    if backup_image:
+        console.print(
+            f"backup: {_guarded(lambda: push_backup_image(lab, progress=_progress))}", highlight=False
+        )
+
+
+@app.command("outage")
+def outage(name: str = typer.Argument(..., help="Lab name.")) -> None:
+    """Lose the whole lab as a region: crash every node, stop its registry and S3 server."""
+    from hostcraft.lab import region_outage
+
+    lab = _lab(name)
+    _guarded(lambda: region_outage(lab, progress=_progress))
+    console.print(f"lab {name} is lost; `hostcraft lab down {name}` removes what is left", highlight=False)
 
 
 def _node_action(verb: str, node: str) -> None:

@@ -16,7 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,14 +186,27 @@ def ensure_database_images(
     return references
 
 
-def push_database_images(lab: Lab, *, progress: Progress | None = None) -> dict[str, str]:
+def push_database_images(
+    lab: Lab, *, engines: Sequence[str] | None = None, progress: Progress | None = None
+) -> dict[str, str]:
     """Import the database images on a lab node and push them to the lab registry.
 
-    Returns the registry references keyed by engine. An image already in the registry with
-    the current recipe digest is neither imported nor pushed again.
+    ``engines`` limits the work to those engines (default: every one). Returns the registry
+    references keyed by engine. An image already in the registry with the current recipe
+    digest is neither imported nor pushed again.
     """
     report = progress or (lambda message: None)
-    references = lab.database_images()
+    unknown = sorted(set(engines or ()) - set(DATABASE_IMAGES))
+    if unknown:
+        raise LabError(
+            f"unknown database engine {unknown[0]!r}: expected one of {', '.join(DATABASE_IMAGES)}",
+            details={"engine": unknown[0]},
+        )
+    references = {
+        engine: reference
+        for engine, reference in lab.database_images().items()
+        if engines is None or engine in engines
+    }
     node_name = next((node.name for node in lab.nodes if engine_running(lab, node)), None)
     if node_name is None:
         raise LabError(
@@ -203,8 +216,8 @@ def push_database_images(lab: Lab, *, progress: Progress | None = None) -> dict[
         )
     client = node_client(lab.node(node_name), timeout=900)
     try:
-        for engine, image in DATABASE_IMAGES.items():
-            reference = references[engine]
+        for engine, reference in references.items():
+            image = DATABASE_IMAGES[engine]
             repository, tag = reference.rsplit(":", 1)
             digest = image.recipe_digest()
             if _registry_recipe(lab, reference) == digest:

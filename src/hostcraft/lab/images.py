@@ -20,7 +20,8 @@ import docker
 import httpx
 from docker.errors import APIError, BuildError
 
-from hostcraft.errors import LabError
+from hostcraft.backup.image import build_restic_image
+from hostcraft.errors import BackupError, LabError
 from hostcraft.lab.engine import engine_running
 from hostcraft.lab.host import require_lab_host
 from hostcraft.lab.registry import image_labels
@@ -77,6 +78,29 @@ def build_images(lab: Lab, *, progress: Callable[[str], None] | None = None) -> 
     finally:
         client.close()
     return references
+
+
+def push_backup_image(lab: Lab, *, progress: Callable[[str], None] | None = None) -> str:
+    """Build the backup job image from this machine's restic and push it to the lab registry.
+
+    Returns its reference. The build runs on a lab node, where an unchanged build is a cache
+    hit, and a push of layers the registry has sends only the manifest.
+    """
+    report = progress or (lambda message: None)
+    reference = lab.backup_image()
+    node = _build_node(lab)
+    client = node_client(node, timeout=600)
+    try:
+        report(f"building {reference} on {node.name}")
+        try:
+            build_restic_image(client, reference)
+        except BackupError as exc:
+            raise LabError(exc.message, details={"image": reference}) from exc
+        report(f"pushing {reference}")
+        _push(client, reference)
+    finally:
+        client.close()
+    return reference
 
 
 def assets_digest() -> str:

@@ -31,7 +31,8 @@ from hostcraft.lab.network import (
     netns_names,
     set_link_state,
 )
-from hostcraft.lab.registry import start_registry
+from hostcraft.lab.registry import start_registry, stop_registry
+from hostcraft.lab.s3 import s3_endpoint, s3_running, stop_s3_server
 from hostcraft.lab.state import (
     Lab,
     LabNode,
@@ -140,6 +141,24 @@ def kill_node(lab: Lab, node: str | LabNode) -> None:
     """Crash the node: SIGKILL its dockerd, containerd, shims and containers at once."""
     require_lab_host(programs={})
     kill_engine(lab, _node(lab, node))
+
+
+def region_outage(lab: Lab, *, progress: Progress | None = None) -> None:
+    """Fail the whole lab as a lost region: crash every node, then stop its registry and S3 server.
+
+    The S3 server keeps its objects in memory, so they are lost with it. `lab down` removes
+    what is left, and `lab up` builds a lab without running engines fresh.
+    """
+    report = progress or _ignore_progress
+    require_lab_host(programs={})
+    for node in lab.nodes:
+        kill_engine(lab, node)
+        report(f"killed {node.name} ({node.address})")
+    stop_registry(lab)
+    report(f"stopped the registry {lab.registry}")
+    if s3_running(lab):
+        stop_s3_server(lab)
+        report(f"stopped the S3 server {s3_endpoint(lab)} (its objects are gone)")
 
 
 def stop_node(lab: Lab, node: str | LabNode) -> None:

@@ -109,6 +109,10 @@ class Lab:
             "webapp:v2": f"{self.registry}/hostcraft/webapp:v2",
         }
 
+    def backup_image(self) -> str:
+        """Return the reference of the backup job image in the lab registry (``push_backup_image``)."""
+        return f"{self.registry}/hostcraft/restic:0.14"
+
     def database_images(self) -> dict[str, str]:
         """Map each database engine to its image reference in the lab registry.
 
