@@ -50,6 +50,7 @@ from hostcraft.services.applications import active_deployment, get_application, 
 from hostcraft.services.drain import placement_node
 from hostcraft.services.events import audit
 from hostcraft.services.managers import any_manager
+from hostcraft.services.regions import image_for_region
 from hostcraft.store.models import Application, AppVolume, Deployment, utcnow
 
 logger = logging.getLogger(__name__)
@@ -209,7 +210,11 @@ def _deploy(session: Session, runtime: Runtime, app: Application, deployment: De
     with any_manager(session, runtime, app.region_id, require_quorum=True) as (_, client):
         if deployment.kind == "scale":
             return _scale(client, app, deployment)
-        image = deployment.image_digest_reference or resolve_digest(client, document["image"])
+        # An image of another region's registry is pulled from this region's registry instead.
+        wanted = image_for_region(
+            session, app.region_id, deployment.image_digest_reference or document["image"]
+        )
+        image = wanted if "@sha256:" in wanted else resolve_digest(client, wanted)
         deployment.image_digest_reference = image
         network_id = _ensure_network(client, app.project)
         secret_refs = _ensure_secrets(client, app, document, secret_values(app, runtime))

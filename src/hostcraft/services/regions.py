@@ -181,3 +181,28 @@ def delete_region(session: Session, region_id: int, *, actor: str) -> None:
         outcome="succeeded",
     )
     session.flush()
+
+
+def registry_of(image: str) -> str | None:
+    """Return the registry part ("host[:port]") of an image reference, or None for Docker Hub names."""
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return None
+
+
+def image_for_region(session: Session, region_id: int, image: str) -> str:
+    """Return the reference a region's nodes pull ``image`` by.
+
+    An image kept in another region's registry is pulled from this region's own registry under
+    the same repository, tag and digest (a failover copies it there first); any other image is
+    used as written.
+    """
+    source = registry_of(image)
+    if source is None:
+        return image
+    region = get_region(session, region_id)
+    known = {item.image_registry for item in list_regions(session) if item.image_registry}
+    if region.image_registry is None or source == region.image_registry or source not in known:
+        return image
+    return f"{region.image_registry}/{image.partition('/')[2]}"
