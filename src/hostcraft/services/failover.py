@@ -39,7 +39,7 @@ from hostcraft.services.drain import placement_node
 from hostcraft.services.events import audit
 from hostcraft.services.managers import any_manager
 from hostcraft.services.regions import find_region, get_region, list_regions
-from hostcraft.store.models import Application, AppVolume, Backup, DrFence, DrRun, Region, utcnow
+from hostcraft.store.models import Application, AppVolume, Backup, DrFence, DrRun, DrStandby, Region, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +76,12 @@ def start_failover(
     trigger: str = "manual",
     parent_id: int | None = None,
     wait: bool = False,
+    defer: bool = False,
     on_step: StepCallback | None = None,
 ) -> DrRun:
     """Record a failover (or failback) run of one app and run it in the background, or now with ``wait``.
 
+    With ``defer`` the run is only recorded, for a caller that runs it (a region-wide failover).
     Raises FailoverRefused (409, with the refused run stored) when a pre-condition fails.
     """
     app = get_application(session, app_id)
@@ -109,6 +111,8 @@ def start_failover(
     reason = None if force else refusal_reason(session, runtime, app, source)
     if reason is not None:
         _refuse(session, runtime, run, reason)
+    if defer:
+        return run
     if wait:
         run_failover(runtime, run.id, on_step=on_step)
         session.expire_all()
@@ -484,8 +488,12 @@ def _restore_volumes(
         steps.skip("restore", "no volume to restore")
         return {}
     with steps.step("restore") as notes:
-        node = _data_node(session, runtime, app, target)
+        standby = _warm_standby(session, app, target)
+        node = _standby_node(session, runtime, standby, target) or _data_node(session, runtime, app, target)
         restored = {}
+        if standby is not None and standby.seeded_backup_id == backup.id:
+            notes["message"] = f"warm standby on {node.hostname} already holds backup {backup.id}"
+            return {part["part"].removeprefix("volume:"): node for part in parts}
         for part in parts:
             name = part["part"].removeprefix("volume:")
             row = session.scalar(
@@ -500,6 +508,28 @@ def _restore_volumes(
         notes["node"] = node.hostname
         notes["message"] = f"{len(restored)} volume(s) of backup {backup.id} restored on {node.hostname}"
         return restored
+
+
+def _warm_standby(session: Session, app: Application, target: Region) -> DrStandby | None:
+    policy = policy_of(app.spec)
+    if policy is None or policy.mode != "warm":
+        return None
+    return session.scalar(
+        select(DrStandby).where(
+            DrStandby.application_id == app.id, DrStandby.region_id == target.id, DrStandby.status == "ready"
+        )
+    )
+
+
+def _standby_node(
+    session: Session, runtime: Runtime, standby: DrStandby | None, target: Region
+) -> PlacementNode | None:
+    node_id = (standby.volumes or {}).get("nodeId") if standby else None
+    if node_id is None:
+        return None
+    with any_manager(session, runtime, target.id, require_quorum=True) as (_, client):
+        nodes = [placement_node(node) for node in swarm_api.list_nodes(client)]
+    return next((node for node in nodes if node.node_id == node_id and node.state == "ready"), None)
 
 
 def _data_node(session: Session, runtime: Runtime, app: Application, target: Region) -> PlacementNode:
