@@ -15,7 +15,8 @@
     ├── BackupError                502  backup_failed       (restic or a backup job failed; ``reason``)
     ├── DumpFailed                 502  dump_failed         (a dump tool failed or wrote an incomplete dump)
     ├── RestoreFailed              502  restore_failed      (a restore failed; the original data is unchanged)
-    └── RegistryError              502  registry_error      (an image registry failed a request; ``reason``)
+    ├── RegistryError              502  registry_error      (an image registry failed a request; ``reason``)
+    └── TrafficSwitchFailed        502  traffic_switch_failed (a traffic switch, e.g. a webhook, failed)
 
 Messages say what happened and what to do next; ``details`` carries machine-readable context.
 """
@@ -150,3 +151,9 @@ class RegistryError(HostCraftError):
         super().__init__(message, details={**(details or {}), "reason": reason})
         self.reason = reason
 
+
+class TrafficSwitchFailed(HostCraftError):
+    """A traffic switch (a webhook or a plug-in) did not confirm the switch."""
+
+    status_code = 502
+    code = "traffic_switch_failed"
