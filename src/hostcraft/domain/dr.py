@@ -217,6 +217,7 @@ def _traffic_switch(value: object, problems: list[Problem]) -> dict[str, Any] | 
         return None
     kind = value["type"]
     if kind != "webhook":
+        # A plug-in validates its own fields when the failover builds it.
         if kind not in installed_traffic_switches():
             problems.append(
                 (

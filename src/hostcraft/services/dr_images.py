@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from hostcraft.docker.registry_copy import copy_image, image_present, split_reference
 from hostcraft.errors import HostCraftError
-from hostcraft.services.regions import get_region, image_for_region, registry_of
+from hostcraft.services.regions import get_region, image_for_region, list_regions, registry_of
 from hostcraft.store.models import Region
 
 logger = logging.getLogger(__name__)
@@ -44,11 +44,19 @@ def ensure_images(session: Session, region_id: int, images: list[str], *, copy: 
         if region.image_registry is None or registry_of(wanted) != region.image_registry:
             result.unchecked.append(wanted)
             continue
-        _ensure_one(image, wanted, region, result, copy=copy)
+        _ensure_one(image, wanted, region, result, copy=copy, insecure=_region_registries(session))
     return result
 
 
-def _ensure_one(image: str, wanted: str, region: Region, result: ImageCheck, *, copy: bool) -> None:
+def _region_registries(session: Session) -> list[str]:
+    # NOTE: region registries are spoken to over plain HTTP, as the lab's are; a registry behind
+    # TLS with a certificate the machine trusts needs a setting to say so, which does not exist yet.
+    return [region.image_registry for region in list_regions(session) if region.image_registry]
+
+
+def _ensure_one(
+    image: str, wanted: str, region: Region, result: ImageCheck, *, copy: bool, insecure: list[str]
+) -> None:
     target = split_reference(wanted)
     reference = target.digest or target.tag or "latest"
     try:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from hostcraft.docker.registry_copy import rewrite_registry, split_reference
 from hostcraft.errors import ConflictError, NotFound, ValidationError
 from hostcraft.services.events import record_event
 from hostcraft.store.models import Region, Server
@@ -185,10 +186,7 @@ def delete_region(session: Session, region_id: int, *, actor: str) -> None:
 
 def registry_of(image: str) -> str | None:
     """Return the registry part ("host[:port]") of an image reference, or None for Docker Hub names."""
-    first, _, rest = image.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        return first
-    return None
+    return split_reference(image).registry
 
 
 def image_for_region(session: Session, region_id: int, image: str) -> str:
@@ -205,4 +203,4 @@ def image_for_region(session: Session, region_id: int, image: str) -> str:
     known = {item.image_registry for item in list_regions(session) if item.image_registry}
     if region.image_registry is None or source == region.image_registry or source not in known:
         return image
-    return f"{region.image_registry}/{image.partition('/')[2]}"
+    return rewrite_registry(image, source, region.image_registry)

@@ -30,6 +30,8 @@ import httpx
 
 from hostcraft.domain.probes import is_link_local
 from hostcraft.errors import TrafficSwitchFailed, ValidationError
+from hostcraft.runtime import Runtime
+from hostcraft.store.models import Application
 
 logger = logging.getLogger(__name__)
 
@@ -354,3 +356,39 @@ def webhook_url_problem(url: object) -> str | None:
             "endpoints live, and webhooks are never sent there"
         )
     return None
+
+
+def switch_for_policy(
+    runtime: Runtime,
+    app: Application,
+    config: Mapping[str, Any],
+    *,
+    event: SwitchEventKind,
+    from_region: str,
+    to_region: str,
+    run_id: int,
+) -> str:
+    """Switch an app's traffic with the switch its DR policy names; return what the switch reported.
+
+    A webhook's signing key is the value of the app secret ``secretName`` names, read only here.
+    """
+    from hostcraft.services.applications import secret_values
+
+    resolved = dict(config)
+    secret_name = resolved.pop("secretName", None)
+    if secret_name:
+        resolved["secret"] = secret_values(app, runtime).get(str(secret_name))
+    switch = build_traffic_switch(resolved)
+    result = switch.switch(
+        SwitchEvent(
+            event=event,
+            application=f"{app.project}/{app.name}",
+            application_id=app.id,
+            from_region=from_region,
+            to_region=to_region,
+            run_id=run_id,
+            health_check_url=app.spec.get("healthCheckUrl"),
+            at=datetime.now(UTC),
+        )
+    )
+    return result.message
