@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,8 +59,9 @@ class WebhookReceiver:
             return self.statuses.pop(0) if self.statuses else self.fail_with
 
 
-@pytest.fixture
-def webhook() -> Iterator[WebhookReceiver]:
+@contextmanager
+def serve_webhook() -> Iterator[WebhookReceiver]:
+    """Run a webhook receiver on a free loopback port for the duration of the block."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     receiver = WebhookReceiver(port=server.server_address[1])
 
@@ -89,9 +91,17 @@ def webhook() -> Iterator[WebhookReceiver]:
     server.RequestHandlerClass = Handler
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield receiver
-    server.shutdown()
-    server.server_close()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    with serve_webhook() as receiver:
+        yield receiver
 
 
 @dataclass

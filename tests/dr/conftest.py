@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.alert_receivers import WebhookReceiver
+from tests.alert_receivers import WebhookReceiver, serve_webhook
 from tests.conftest import Api, make_runtime
 from tests.lab_fixtures import node_client, wait_for
 from tests.s3_server import S3Server, start_s3_server
@@ -101,9 +102,14 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoRegions]:
         assert "error" not in line, line
     builder.close()
     storage = {key: start_s3_server(lab.bridge_address) for key, lab in labs.items()}
-    receiver = WebhookReceiver.start()
     tmp = Path(tmp_path_factory.mktemp("dr"))
-    try:
+    with ExitStack() as cleanup:
+        for server in storage.values():
+            cleanup.callback(server.stop)
+        if not os.environ.get("HOSTCRAFT_KEEP_LAB"):
+            for name, _ in LABS.values():
+                cleanup.callback(lab_down, name)
+        receiver = cleanup.enter_context(serve_webhook())
         for runtime in make_runtime(
             "sqlite", tmp, backup_image=backup_image, dr_standby_interval_seconds=3600
         ):
@@ -112,13 +118,6 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoRegions]:
             a = _form_region(api, "a", labs["a"], storage["a"], priority=1, replicate_to=b.destination["id"])
             yield TwoRegions(api, runtime, a, b, images["busybox"], receiver)
             api.client.close()
-    finally:
-        receiver.stop()
-        for server in storage.values():
-            server.stop()
-        if not os.environ.get("HOSTCRAFT_KEEP_LAB"):
-            for name, _ in LABS.values():
-                lab_down(name)
 
 
 def _form_region(
@@ -183,7 +182,7 @@ def web_app(env: TwoRegions, name: str, port: int, **fields: Any) -> dict[str, A
         "dr": {
             "regions": [env.b.code],
             "healthCheckUrls": {env.b.code: env.b.url(port, "/index.html")},
-            "trafficSwitch": {"type": "webhook", "url": env.receiver.url},
+            "trafficSwitch": {"type": "webhook", "url": env.receiver.url("dr").replace("json://", "http://")},
             **fields.pop("dr", {}),
         },
         **fields,

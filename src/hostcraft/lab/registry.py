@@ -16,7 +16,7 @@ import httpx
 
 from hostcraft.errors import LabError
 from hostcraft.lab.host import daemon_environment
-from hostcraft.lab.processes import pid_from_pidfile, spawn_daemon
+from hostcraft.lab.processes import kill_processes, pid_from_pidfile, spawn_daemon
 from hostcraft.lab.state import Lab, lab_data_dir, lab_run_dir
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,14 @@ def start_registry(lab: Lab) -> None:
         _pidfile(lab).write_text(f"{pid}\n")
         logger.info("registry started", extra={"lab": lab.name, "pid": pid})
     _wait_ready(lab)
+
+
+def stop_registry(lab: Lab) -> None:
+    """Stop the registry (a lost region's registry, in DR tests and the demo); its blobs stay."""
+    pid = registry_pid(lab)
+    if pid is not None:
+        kill_processes([pid])
+        logger.info("registry stopped", extra={"lab": lab.name, "pid": pid})
 
 
 def registry_client(lab: Lab, *, timeout: float = 10.0) -> httpx.Client:
