@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     # destination (id or name) whose restic repository receives it. No schedule, no self-backup.
     self_backup_schedule: str | None = None
     self_backup_destination: str | None = None
+    # Disaster recovery: the engine's DR loop (fences, standbys, automatic failover, drills), and
+    # the region this control plane runs in when it is one of the managed regions (code).
+    dr_interval_seconds: float = Field(default=5.0, gt=0)
+    dr_standby_interval_seconds: float = Field(default=60.0, gt=0)
+    control_plane_region: str | None = None
 
     @field_validator("self_backup_schedule")
     @classmethod

@@ -14,7 +14,9 @@
     ├── LabError                   400  lab_error           (the local test lab cannot do this)
     ├── BackupError                502  backup_failed       (restic or a backup job failed; ``reason``)
     ├── DumpFailed                 502  dump_failed         (a dump tool failed or wrote an incomplete dump)
-    └── RestoreFailed              502  restore_failed      (a restore failed; the original data is unchanged)
+    ├── RestoreFailed              502  restore_failed      (a restore failed; the original data is unchanged)
+    ├── RegistryError              502  registry_error      (an image registry failed a request; ``reason``)
+    └── TrafficSwitchFailed        502  traffic_switch_failed (a traffic switch, e.g. a webhook, failed)
 
 Messages say what happened and what to do next; ``details`` carries machine-readable context.
 """
@@ -133,3 +135,25 @@ class RestoreFailed(HostCraftError):
 
     status_code = 502
     code = "restore_failed"
+
+
+class RegistryError(HostCraftError):
+    """An image registry could not be reached or failed a request; ``reason`` classifies the fault.
+
+    Reasons: ``unreachable``, ``timeout``, ``not_found``, ``unauthorized``, ``digest_mismatch``,
+    ``invalid_response``, ``unsupported`` and ``rejected`` (any other HTTP error).
+    """
+
+    status_code = 502
+    code = "registry_error"
+
+    def __init__(self, message: str, *, reason: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details={**(details or {}), "reason": reason})
+        self.reason = reason
+
+
+class TrafficSwitchFailed(HostCraftError):
+    """A traffic switch (a webhook or a plug-in) did not confirm the switch."""
+
+    status_code = 502
+    code = "traffic_switch_failed"

@@ -82,6 +82,7 @@ FULL: dict[str, Any] = {
     "backupDestination": "offsite",
     "backupReplicateTo": ["dr-copy"],
     "backupDatabases": [],
+    "dr": None,
 }
 
 
@@ -161,6 +162,7 @@ def test_minimal_document_gets_defaults() -> None:
         "backupDestination": None,
         "backupReplicateTo": [],
         "backupDatabases": [],
+        "dr": None,
     }
     assert spec.service_name == "default_web"
     assert spec.strategy == Strategy()

@@ -21,6 +21,7 @@ from hostcraft.api.routes import (
     backup_destinations,
     backups,
     cluster,
+    dr,
     maintenance,
     metrics,
     monitoring,
@@ -77,6 +78,7 @@ def create_app(runtime: Runtime, *, run_engine: bool | None = None) -> FastAPI:
     app.include_router(backup_destinations.router)
     app.include_router(backups.router)
     app.include_router(self_backup.router)
+    app.include_router(dr.router)
     return app
 
 

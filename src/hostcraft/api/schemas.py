@@ -36,6 +36,7 @@ class RegionIn(Body):
     code: Annotated[str, AfterValidator(_check_region_code)]
     is_primary: StrictBool = False
     priority: StrictInt = Field(default=1, gt=0)
+    image_registry: str | None = Field(default=None, max_length=256)
 
 
 class RegionsIn(Body):
@@ -48,6 +49,7 @@ class RegionOut(Out):
     code: str
     is_primary: bool
     priority: int
+    image_registry: str | None = None
     server_count: int = 0
     created_at: dt.datetime
     updated_at: dt.datetime

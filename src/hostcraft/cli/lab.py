@@ -123,7 +123,13 @@ def register_lab(lab: Any, region_code: str) -> None:
     client = ApiClient()
     regions = {region["code"]: region for region in client.get("/api/regions")}
     region = regions.get(region_code) or client.post(
-        "/api/regions", {"name": f"Lab {lab.name}", "code": region_code, "priority": len(regions) + 1}
+        "/api/regions",
+        {
+            "name": f"Lab {lab.name}",
+            "code": region_code,
+            "priority": len(regions) + 1,
+            "imageRegistry": lab.registry,
+        },
     )
     registered = {server["endpoint"]: server for server in client.get("/api/servers")}
     servers = {}

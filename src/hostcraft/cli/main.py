@@ -12,6 +12,7 @@ from hostcraft.cli import (
     alerts,
     apps,
     backups,
+    dr,
     lab,
     maintenance,
     regions,
@@ -41,6 +42,7 @@ app.add_typer(alerts.app, name="alert")
 app.add_typer(maintenance.app, name="maintenance")
 app.add_typer(backups.app, name="backup")
 app.add_typer(self_backup.app, name="self-backup")
+app.add_typer(dr.app, name="dr")
 app.command("restore-self")(self_backup.restore_self)
 
 

@@ -15,6 +15,7 @@ COLUMNS: list[Column] = [
     ("NAME", "name"),
     ("PRIMARY", lambda r: "yes" if r["isPrimary"] else ""),
     ("PRIORITY", "priority"),
+    ("REGISTRY", lambda r: r.get("imageRegistry") or ""),
     ("SERVERS", "serverCount"),
 ]
 
@@ -25,10 +26,14 @@ def add(
     code: str = typer.Option(..., "--code", help="Unique code: lowercase letters, digits and '-'."),
     priority: int = typer.Option(1, "--priority", help="1 = first choice for failover."),
     primary: bool = typer.Option(False, "--primary", help="Make this the primary region."),
+    registry: str | None = typer.Option(
+        None, "--registry", help="HOST:PORT of the image registry the region's nodes pull from."
+    ),
     output: OutputFormat = OutputOption,
 ) -> None:
     region = ApiClient().post(
-        "/api/regions", {"name": name, "code": code, "priority": priority, "isPrimary": primary}
+        "/api/regions",
+        {"name": name, "code": code, "priority": priority, "isPrimary": primary, "imageRegistry": registry},
     )
     emit(region, output, lambda: print_record(region, COLUMNS))
 

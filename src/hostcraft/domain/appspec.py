@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import CroniterBadDateError, croniter
 
+from hostcraft.domain.dr import DrPolicy, parse_dr_policy
 from hostcraft.domain.probes import (
     DEFAULT_SLA_TARGET_PERCENT,
     ProbeOptions,
@@ -102,6 +103,7 @@ _FIELDS = (
     "backupDestination",
     "backupReplicateTo",
     "backupDatabases",
+    "dr",
 )
 
 
@@ -262,6 +264,7 @@ class AppSpec:
     backup_destination: str | None = None
     backup_replicate_to: tuple[str, ...] = ()
     backup_databases: tuple[BackupDatabase, ...] = ()
+    dr: DrPolicy | None = None
 
     @property
     def service_name(self) -> str:
@@ -327,6 +330,7 @@ class AppSpec:
             "backupDestination": self.backup_destination,
             "backupReplicateTo": list(self.backup_replicate_to),
             "backupDatabases": [database.to_dict() for database in self.backup_databases],
+            "dr": self.dr.to_dict() if self.dr is not None else None,
         }
 
 
@@ -395,6 +399,9 @@ def validate_application(raw: dict[str, Any], *, require_secret_values: bool = T
 
     policy = _health_and_backup_policy(raw, problems)
     backup_policy = _backup_retention_and_placement(raw, problems)
+    dr, dr_problems = parse_dr_policy(raw.get("dr"))
+    for path, message in dr_problems:
+        problems.add(path, message)
     problems.raise_if_any()
     return AppSpec(
         name=name or "",
@@ -415,6 +422,7 @@ def validate_application(raw: dict[str, Any], *, require_secret_values: bool = T
         **policy,
         **backup_policy,
         backup_databases=backup_databases,
+        dr=dr,
     )
 
 

@@ -26,6 +26,7 @@ from hostcraft.services.backup_schedules import prune_expired, run_due_backups
 from hostcraft.services.backup_verification import start_due_verifications
 from hostcraft.services.cluster_alerts import check_cluster_alerts
 from hostcraft.services.deployments import reconcile_paused_updates, resume_interrupted_deployments
+from hostcraft.services.dr_engine import DrWatch, dr_tick
 from hostcraft.services.health import check_server, prune_history
 from hostcraft.services.monitoring import maintenance_intervals_of
 from hostcraft.services.self_backup import run_due_self_backup
@@ -42,6 +43,8 @@ class Engine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._delivery_thread: threading.Thread | None = None
+        self._dr_thread: threading.Thread | None = None
+        self.dr_watch = DrWatch()
         # time.monotonic() until which this process surely holds the lease; 0 when it does not.
         self._lease_valid_until = 0.0
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health")
@@ -58,12 +61,14 @@ class Engine:
             target=self._run_delivery, name="hostcraft-alert-delivery", daemon=True
         )
         self._delivery_thread.start()
+        self._dr_thread = threading.Thread(target=self._run_dr, name="hostcraft-dr", daemon=True)
+        self._dr_thread.start()
         if self.runtime.settings.probes_enabled:
             self.probes.start()
 
     def stop(self) -> None:
         self._stop.set()
-        for thread in (self._thread, self._delivery_thread):
+        for thread in (self._thread, self._delivery_thread, self._dr_thread):
             if thread is not None:
                 thread.join(timeout=30)
         self.probes.stop()
@@ -121,6 +126,18 @@ class Engine:
                     )
             except Exception:
                 logger.exception("failed to deliver alert messages")
+
+    def _run_dr(self) -> None:
+        # DR duties run on their own, shorter interval: a failover's grace period is counted in
+        # seconds, and a slow health tick must not delay it.
+        interval = self.runtime.settings.dr_interval_seconds
+        while not self._stop.wait(interval):
+            if not self.holds_lease():
+                continue
+            try:
+                dr_tick(self.runtime, self.dr_watch)
+            except Exception:
+                logger.exception("DR tick failed")
 
     def holds_lease(self) -> bool:
         """Tell whether this process surely holds the engine lease now."""

@@ -16,7 +16,7 @@ import httpx
 
 from hostcraft.errors import LabError
 from hostcraft.lab.host import daemon_environment
-from hostcraft.lab.processes import find_lab_processes, kill_processes, pid_from_pidfile, spawn_daemon
+from hostcraft.lab.processes import kill_processes, pid_from_pidfile, spawn_daemon
 from hostcraft.lab.state import Lab, lab_data_dir, lab_run_dir
 
 logger = logging.getLogger(__name__)
@@ -48,11 +48,11 @@ def start_registry(lab: Lab) -> None:
 
 
 def stop_registry(lab: Lab) -> None:
-    """Kill the lab's registry; its storage stays on disk until the lab is removed."""
-    pids = find_lab_processes([str(registry_config_path(lab.name))])
-    if pids:
-        kill_processes(pids)
-        logger.info("registry stopped", extra={"lab": lab.name})
+    """Stop the registry (a lost region's registry, in DR tests and the demo); its blobs stay."""
+    pid = registry_pid(lab)
+    if pid is not None:
+        kill_processes([pid])
+        logger.info("registry stopped", extra={"lab": lab.name, "pid": pid})
 
 
 def registry_client(lab: Lab, *, timeout: float = 10.0) -> httpx.Client:

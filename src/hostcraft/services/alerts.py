@@ -37,6 +37,8 @@ Trigger = Literal[
     "deployment_failed",
     "backup_failure",
     "objective_breached",
+    "region_failover",
+    "dr_drill_failed",
 ]
 TRIGGERS: tuple[str, ...] = Trigger.__args__  # type: ignore[attr-defined]
 Severity = Literal["info", "warning", "critical"]

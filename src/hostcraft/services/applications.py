@@ -15,7 +15,7 @@ from hostcraft.errors import ConflictError, HostCraftError, NotFound, Validation
 from hostcraft.runtime import Runtime
 from hostcraft.services.events import record_event
 from hostcraft.services.managers import any_manager
-from hostcraft.services.regions import find_region, list_regions
+from hostcraft.services.regions import find_region, get_region, list_regions
 from hostcraft.store.models import Application, AppVolume, Deployment
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ def create_application(session: Session, runtime: Runtime, raw: dict[str, Any], 
             f"application {spec['name']!r} already exists in project {spec['project']!r}",
             details={"field": "name"},
         )
+    _check_dr_regions(session, spec, region_id)
     app = Application(name=spec["name"], project=spec["project"], region_id=region_id, spec=spec)
     app.secret_values_encrypted = runtime.secrets.encrypt(json.dumps(secrets)) if secrets else None
     session.add(app)
@@ -88,6 +89,44 @@ def create_application(session: Session, runtime: Runtime, raw: dict[str, Any], 
         outcome="succeeded",
     )
     return app
+
+
+def _check_dr_regions(
+    session: Session, spec: dict[str, Any], region_id: int, *, stored: dict[str, Any] | None = None
+) -> None:
+    """Check that the DR policy names existing regions; the home region defaults to where the app is.
+
+    On an update without ``homeRegion`` the stored home region stays, so a document written
+    before a failover does not make the DR region the new home.
+    """
+    policy = spec.get("dr")
+    if not policy:
+        return
+    if not policy.get("homeRegion"):
+        previous = (stored or {}).get("homeRegion")
+        policy["homeRegion"] = previous or get_region(session, region_id).code
+    codes = {region.code for region in list_regions(session)}
+    for path, code in [("dr.homeRegion", policy["homeRegion"])] + [
+        (f"dr.regions[{index}]", code) for index, code in enumerate(policy.get("regions") or [])
+    ]:
+        if code not in codes:
+            raise ValidationError(f"unknown region {code!r} in {path}: create it first", field=path)
+    if policy["homeRegion"] in (policy.get("regions") or []):
+        raise ValidationError(
+            f"the home region {policy['homeRegion']!r} cannot also be a DR region", field="dr.regions"
+        )
+    for code in policy.get("healthCheckUrls") or {}:
+        if code not in codes:
+            raise ValidationError(
+                f"unknown region {code!r} in dr.healthCheckUrls: use region codes", field="dr.healthCheckUrls"
+            )
+    switch = policy.get("trafficSwitch") or {}
+    secret_name = switch.get("secretName")
+    if secret_name and secret_name not in {secret["name"] for secret in spec.get("secrets") or []}:
+        raise ValidationError(
+            f"dr.trafficSwitch.secretName {secret_name!r} names no secret of the app: add it to secrets",
+            field="dr.trafficSwitch.secretName",
+        )
 
 
 def secret_values(app: Application, runtime: Runtime) -> dict[str, str]:
@@ -111,6 +150,7 @@ def update_application(
         raise ValidationError(
             "region cannot change here: use a failover to move an application", field="region"
         )
+    _check_dr_regions(session, spec, app.region_id, stored=app.spec.get("dr"))
     app.spec = spec
     app.secret_values_encrypted = runtime.secrets.encrypt(json.dumps(secrets)) if secrets else None
     record_event(

@@ -48,7 +48,12 @@ def replica_destinations(session: Session, backup: Backup) -> tuple[list[BackupD
     wanted: list[int] = [int(item) for item in (primary.replicate_to if primary else [])]
     missing: list[str] = []
     app = session.get(Application, backup.application_id) if backup.application_id else None
-    for name in (app.spec.get("backupReplicateTo") or []) if app else []:
+    names = list(app.spec.get("backupReplicateTo") or []) if app else []
+    if app is not None and app.spec.get("dr"):
+        # After a failover the app backs up in its new region: its configured destination, in the
+        # region it left, gets copies so that a failback finds the newest data there.
+        names.append(app.spec.get("backupDestination"))
+    for name in [item for item in names if item]:
         destination_id = session.scalar(select(BackupDestination.id).where(BackupDestination.name == name))
         if destination_id is None:
             missing.append(str(name))

@@ -29,6 +29,7 @@ from hostcraft.services.backup_replication import restore_source
 from hostcraft.services.backups import CONFIG_FILENAME, _live_tasks, get_backup, quiesced, remove_finished_job
 from hostcraft.services.events import record_event
 from hostcraft.services.managers import any_manager
+from hostcraft.services.regions import image_for_region
 from hostcraft.services.servers import get_server, list_servers
 from hostcraft.store.models import (
     Application,
@@ -116,7 +117,7 @@ def restore_backup(
                 )
             elif part["part"].startswith("database:"):
                 restored.append(
-                    _restore_database(session, runtime, app, backup, destination, part, mode=mode)
+                    restore_database_part(session, runtime, app, backup, destination, part, mode=mode)
                 )
     except HostCraftError as exc:
         _finish(session, restore, backup, app, status="failed", message=exc.message, restored=restored)
@@ -182,9 +183,7 @@ def _restore_volume(
         )
     quiesce = "stop" if in_place and stop_app else "none"
     with quiesced(session, runtime, app, mode=quiesce):
-        _run_restore_job(
-            session, runtime, target.region_id, destination, part, node_id=node_id, volume=volume
-        )
+        run_restore_job(session, runtime, target.region_id, destination, part, node_id=node_id, volume=volume)
     return {"part": part["part"], "volume": volume, "nodeId": node_id, "snapshotId": part["snapshotId"]}
 
 
@@ -193,7 +192,7 @@ def _in_use(session: Session, runtime: Runtime, app: Application) -> bool:
         return bool(_live_tasks(client, str(app.service_id)))
 
 
-def _run_restore_job(
+def run_restore_job(
     session: Session,
     runtime: Runtime,
     region_id: int,
@@ -207,7 +206,7 @@ def _run_restore_job(
     with any_manager(session, runtime, region_id, require_quorum=True) as (_, client):
         result = run_job(
             client,
-            image=runtime.settings.backup_image,
+            image=image_for_region(session, region_id, runtime.settings.backup_image),
             node_id=node_id,
             repository=repository,
             script=RESTORE_SCRIPT,
@@ -234,7 +233,7 @@ def _run_restore_job(
         )
 
 
-def _restore_database(
+def restore_database_part(
     session: Session,
     runtime: Runtime,
     app: Application,

@@ -45,6 +45,7 @@ from hostcraft.services.alerts import open_alert, resolve_alert
 from hostcraft.services.backup_destinations import find_destination, restic_for
 from hostcraft.services.backups import CONFIG_FILENAME, CONFIG_FORMAT, get_backup, remove_finished_job
 from hostcraft.services.managers import any_manager
+from hostcraft.services.regions import image_for_region
 from hostcraft.services.servers import engine_client
 from hostcraft.store.models import (
     Application,
@@ -165,7 +166,7 @@ def _test_volume(
         with any_manager(session, runtime, app.region_id, require_quorum=True) as (_, client):
             result = run_job(
                 client,
-                image=runtime.settings.backup_image,
+                image=image_for_region(session, app.region_id, runtime.settings.backup_image),
                 node_id=node_id,
                 repository=repository,
                 script=CHECKSUM_SCRIPT,

@@ -42,6 +42,7 @@ from hostcraft.services.backup_destinations import find_destination, list_destin
 from hostcraft.services.backup_replication import plan_replicas, replicate_backup
 from hostcraft.services.events import record_event
 from hostcraft.services.managers import any_manager
+from hostcraft.services.regions import image_for_region
 from hostcraft.services.servers import engine_client
 from hostcraft.store.models import (
     Application,
@@ -155,9 +156,10 @@ def choose_destination(
             raise ValidationError(exc.message, field="destinationId") from exc
     if app.spec.get("backupDestination"):
         try:
-            return find_destination(session, app.spec["backupDestination"])
+            chosen = find_destination(session, app.spec["backupDestination"])
         except NotFound as exc:
             raise ValidationError(exc.message, field="backupDestination") from exc
+        return _in_active_region(session, app, chosen)
     candidates = list_destinations(session)
     if upload_to_s3 is not None:
         candidates = [item for item in candidates if (item.kind == "s3") == upload_to_s3]
@@ -169,6 +171,24 @@ def choose_destination(
             field="destinationId",
         )
     return in_region[0]
+
+
+def _in_active_region(session: Session, app: Application, chosen: BackupDestination) -> BackupDestination:
+    """After a failover, back up into the replica destination of the region the app now runs in.
+
+    The configured destination then belongs to the lost region; replication copies each new
+    backup back to it once it answers again (see ``replica_destinations``).
+    """
+    if chosen.region_id in (None, app.region_id):
+        return chosen
+    for name in app.spec.get("backupReplicateTo") or []:
+        try:
+            replica = find_destination(session, name)
+        except NotFound:
+            continue
+        if replica.region_id == app.region_id:
+            return replica
+    return chosen
 
 
 def active_backup(session: Session, app_id: int) -> Backup | None:
@@ -422,7 +442,7 @@ def _volume_job(
     with any_manager(session, runtime, app.region_id, require_quorum=True) as (_, client):
         result = run_job(
             client,
-            image=runtime.settings.backup_image,
+            image=image_for_region(session, app.region_id, runtime.settings.backup_image),
             node_id=str(row.node_id),
             repository=repository,
             script=BACKUP_MANIFEST_SCRIPT,

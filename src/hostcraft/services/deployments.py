@@ -50,6 +50,7 @@ from hostcraft.services.applications import active_deployment, get_application, 
 from hostcraft.services.drain import placement_node
 from hostcraft.services.events import audit
 from hostcraft.services.managers import any_manager
+from hostcraft.services.regions import image_for_region
 from hostcraft.store.models import Application, AppVolume, Deployment, utcnow
 
 logger = logging.getLogger(__name__)
@@ -209,7 +210,11 @@ def _deploy(session: Session, runtime: Runtime, app: Application, deployment: De
     with any_manager(session, runtime, app.region_id, require_quorum=True) as (_, client):
         if deployment.kind == "scale":
             return _scale(client, app, deployment)
-        image = deployment.image_digest_reference or resolve_digest(client, document["image"])
+        # An image of another region's registry is pulled from this region's registry instead.
+        wanted = image_for_region(
+            session, app.region_id, deployment.image_digest_reference or document["image"]
+        )
+        image = wanted if "@sha256:" in wanted else resolve_digest(client, wanted)
         deployment.image_digest_reference = image
         network_id = _ensure_network(client, app.project)
         secret_refs = _ensure_secrets(client, app, document, secret_values(app, runtime))
@@ -575,3 +580,35 @@ def resume_interrupted_deployments(runtime: Runtime) -> list[int]:
         logger.info("resuming interrupted deployment", extra={"deployment_id": deployment_id})
         _executor.submit(run_deployment, runtime, deployment_id)
     return ids
+
+
+def create_standby_service(
+    session: Session, runtime: Runtime, app: Application, *, region_id: int, image: str, node_id: str | None
+) -> str:
+    """Create the app's service at 0 replicas in another region (a warm standby); return its name.
+
+    A failover's deployment then only updates it. An existing service there is left alone.
+    """
+    document = copy.deepcopy(app.spec)
+    name = service_name(app.project, app.name)
+    with any_manager(session, runtime, region_id, require_quorum=True) as (_, client):
+        existing = _find_service(client, app)
+        if existing is not None:
+            return name
+        network_id = _ensure_network(client, app.project)
+        secret_refs = _ensure_secrets(client, app, document, secret_values(app, runtime))
+        plan = validate_application(document, require_secret_values=False).update_plan()
+        spec = build_service_spec(
+            {**document, "replicas": 0},
+            app_id=app.id,
+            deployment_id=0,
+            image=image_for_region(session, region_id, image),
+            update_config=plan.update_config,
+            rollback_config=plan.rollback_config,
+            secret_refs=secret_refs,
+            network_id=network_id,
+            pinned_node_id=node_id,
+        )
+        client.api.create_service(**_sdk_create_arguments(spec))
+    logger.info("standby service created", extra={"app": name, "region_id": region_id})
+    return name

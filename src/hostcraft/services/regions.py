@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from hostcraft.docker.registry_copy import rewrite_registry, split_reference
 from hostcraft.errors import ConflictError, NotFound, ValidationError
 from hostcraft.services.events import record_event
 from hostcraft.store.models import Region, Server
 
 CODE_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+REGISTRY_PATTERN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,250}[A-Za-z0-9])?(:[0-9]{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class RegionInput:
     code: str
     is_primary: bool = False
     priority: int = 1
+    image_registry: str | None = None
 
 
 def _check_input(data: RegionInput, *, field_prefix: str = "") -> None:
@@ -36,6 +39,12 @@ def _check_input(data: RegionInput, *, field_prefix: str = "") -> None:
         raise ValidationError(
             f"invalid priority {data.priority!r}: expected a positive integer (1 = first choice)",
             field=f"{field_prefix}priority",
+        )
+    if data.image_registry is not None and not REGISTRY_PATTERN.fullmatch(data.image_registry):
+        raise ValidationError(
+            f"invalid imageRegistry {data.image_registry!r}: expected HOST or HOST:PORT of an image "
+            "registry, without scheme or path (e.g. registry.eu-west-1.example.com or 10.0.1.5:5000)",
+            field=f"{field_prefix}imageRegistry",
         )
 
 
@@ -68,7 +77,13 @@ def create_regions(session: Session, items: list[RegionInput], *, actor: str) ->
         prefix = f"regions[{index}]." if len(items) > 1 else ""
         _check_input(item, field_prefix=prefix)
         _check_unique(session, item)
-        region = Region(name=item.name.strip(), code=item.code, priority=item.priority, is_primary=False)
+        region = Region(
+            name=item.name.strip(),
+            code=item.code,
+            priority=item.priority,
+            is_primary=False,
+            image_registry=item.image_registry,
+        )
         session.add(region)
         session.flush()
         created.append(region)
@@ -123,6 +138,7 @@ def update_region(session: Session, region_id: int, data: RegionInput, *, actor:
             "(there is always exactly one)"
         )
     region.name, region.code, region.priority = data.name.strip(), data.code, data.priority
+    region.image_registry = data.image_registry
     if data.is_primary:
         _make_primary(session, region)
     record_event(
@@ -166,3 +182,25 @@ def delete_region(session: Session, region_id: int, *, actor: str) -> None:
         outcome="succeeded",
     )
     session.flush()
+
+
+def registry_of(image: str) -> str | None:
+    """Return the registry part ("host[:port]") of an image reference, or None for Docker Hub names."""
+    return split_reference(image).registry
+
+
+def image_for_region(session: Session, region_id: int, image: str) -> str:
+    """Return the reference a region's nodes pull ``image`` by.
+
+    An image kept in another region's registry is pulled from this region's own registry under
+    the same repository, tag and digest (a failover copies it there first); any other image is
+    used as written.
+    """
+    source = registry_of(image)
+    if source is None:
+        return image
+    region = get_region(session, region_id)
+    known = {item.image_registry for item in list_regions(session) if item.image_registry}
+    if region.image_registry is None or source == region.image_registry or source not in known:
+        return image
+    return rewrite_registry(image, source, region.image_registry)

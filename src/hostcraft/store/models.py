@@ -79,6 +79,8 @@ class Region(Base):
     priority: Mapped[int] = mapped_column(Integer)
     # The manager count the operator asked for at swarm init; the cluster report compares with it.
     target_managers: Mapped[int | None] = mapped_column(Integer, default=None)
+    # The image registry ("host:port") the region's nodes pull from; a failover copies images there.
+    image_registry: Mapped[str | None] = mapped_column(String(256), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -628,3 +630,86 @@ class SelfBackup(Base):
     message: Mapped[str | None] = mapped_column(Text, default=None)
     started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class DrRun(Base):
+    """One failover, failback, region-wide failover or live DR drill, with its timed steps.
+
+    ``status`` is ``running``, then ``succeeded``, ``failed`` or ``refused`` (a failover the
+    pre-conditions reject). ``steps`` lists ``{"name", "status", "startedAt", "finishedAt",
+    "durationSeconds", "message", "details"}``. ``rto_seconds`` is start to healthy in the target;
+    ``rpo_seconds`` is start minus ``data_at``, the time of the restored data.
+    """
+
+    __tablename__ = "dr_runs"
+    __table_args__ = (
+        Index("ix_dr_runs_app_kind", "application_id", "kind"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    application_id: Mapped[int | None] = mapped_column(
+        ForeignKey("applications.id", ondelete="SET NULL"), default=None
+    )
+    application_name: Mapped[str | None] = mapped_column(String(128), default=None)
+    kind: Mapped[str] = mapped_column(String(16))  # failover | failback | region_failover | drill
+    mode: Mapped[str] = mapped_column(String(16), default="manual")  # manual | automatic | live
+    trigger: Mapped[str] = mapped_column(String(16), default="manual")  # manual | automatic | schedule
+    parent_id: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
+    source_region_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    target_region_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    steps: Mapped[list[Any]] = mapped_column(default=list)
+    backup_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    data_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    rto_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    rpo_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    actor: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class DrFence(Base):
+    """An app's service in a region it failed over from, to be kept at 0 replicas.
+
+    ``pending`` while the region does not answer; the engine scales it to 0 when it does.
+    """
+
+    __tablename__ = "dr_fences"
+    __table_args__ = (
+        UniqueConstraint("application_id", "region_id", name="uq_dr_fences_app_region"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"))
+    region_id: Mapped[int] = mapped_column(ForeignKey("regions.id", ondelete="CASCADE"))
+    service_name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    fenced_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class DrStandby(Base):
+    """What is ready for an app in one of its DR regions: its image, and for warm mode a service
+    at 0 replicas and volumes seeded from a replicated backup."""
+
+    __tablename__ = "dr_standbys"
+    __table_args__ = (
+        UniqueConstraint("application_id", "region_id", name="uq_dr_standbys_app_region"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id", ondelete="CASCADE"))
+    region_id: Mapped[int] = mapped_column(ForeignKey("regions.id", ondelete="CASCADE"))
+    image_reference: Mapped[str | None] = mapped_column(String(600), default=None)
+    service_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    seeded_backup_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    volumes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | ready | failed
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    prepared_at: Mapped[dt.datetime | None] = mapped_column(default=None)

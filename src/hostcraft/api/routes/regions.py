@@ -26,7 +26,11 @@ def region_out(session: Session, region: Region) -> RegionOut:
 
 def _input(body: RegionIn) -> regions.RegionInput:
     return regions.RegionInput(
-        name=body.name, code=body.code, is_primary=body.is_primary, priority=body.priority
+        name=body.name,
+        code=body.code,
+        is_primary=body.is_primary,
+        priority=body.priority,
+        image_registry=body.image_registry,
     )
 
 

@@ -1,0 +1,89 @@
+"""Make an app's images pullable in another region: check the region's registry, copy when missing.
+
+Nodes of a region pull from that region's registry (``Region.image_registry``). An image kept in
+another region's registry is copied registry to registry, byte for byte, so its digest stays.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from hostcraft.docker.registry_copy import copy_image, image_present, split_reference
+from hostcraft.errors import HostCraftError
+from hostcraft.services.regions import get_region, image_for_region, list_regions, registry_of
+from hostcraft.store.models import Region
+
+logger = logging.getLogger(__name__)
+
+REGISTRY_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass
+class ImageCheck:
+    """What making a set of images available in a region found and did."""
+
+    present: list[str] = field(default_factory=list)
+    copied: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+def ensure_images(session: Session, region_id: int, images: list[str], *, copy: bool = True) -> ImageCheck:
+    """Check that each image is in the region's registry and, with ``copy``, copy the missing ones.
+
+    An image outside every region's registry (a public or shared registry) cannot be checked
+    here and is listed as ``unchecked``. ``missing`` maps an image to why it is not available.
+    """
+    region = get_region(session, region_id)
+    result = ImageCheck()
+    for image in dict.fromkeys(images):
+        wanted = image_for_region(session, region_id, image)
+        if region.image_registry is None or registry_of(wanted) != region.image_registry:
+            result.unchecked.append(wanted)
+            continue
+        _ensure_one(image, wanted, region, result, copy=copy, insecure=_region_registries(session))
+    return result
+
+
+def _region_registries(session: Session) -> list[str]:
+    # NOTE: region registries are spoken to over plain HTTP, as the lab's are; a registry behind
+    # TLS with a certificate the machine trusts needs a setting to say so, which does not exist yet.
+    return [region.image_registry for region in list_regions(session) if region.image_registry]
+
+
+def _ensure_one(
+    image: str, wanted: str, region: Region, result: ImageCheck, *, copy: bool, insecure: list[str]
+) -> None:
+    target = split_reference(wanted)
+    reference = target.digest or target.tag or "latest"
+    try:
+        if image_present(
+            str(region.image_registry), target.repository, reference, timeout=REGISTRY_TIMEOUT_SECONDS
+        ):
+            result.present.append(wanted)
+            return
+    except HostCraftError as exc:
+        result.missing[wanted] = f"registry {region.image_registry} of region {region.code}: {exc.message}"
+        return
+    source = registry_of(image)
+    if not copy or source is None or source == region.image_registry:
+        result.missing[wanted] = f"not in registry {region.image_registry} of region {region.code}"
+        return
+    try:
+        copy_image(
+            source, str(region.image_registry), target.repository, reference, timeout=REGISTRY_TIMEOUT_SECONDS
+        )
+    except HostCraftError as exc:
+        result.missing[wanted] = (
+            f"not in registry {region.image_registry} of region {region.code}, and copying it from "
+            f"{source} failed: {exc.message}"
+        )
+        logger.warning(
+            "failed to copy image", extra={"image": image, "region": region.code, "error": exc.message}
+        )
+        return
+    logger.info("image copied", extra={"image": image, "region": region.code})
+    result.copied.append(wanted)
