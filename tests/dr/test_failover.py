@@ -53,7 +53,8 @@ def test_failover_refused_while_region_is_healthy(env: TwoRegions) -> None:
     response = env.api.post(f"/api/applications/{app['id']}/failover", {})
 
     assert response.status_code == 409, response.text
-    assert "has quorum" in response.json()["message"]
+    assert "has quorum" in response.json()["error"]["message"]
+    assert response.json()["error"]["details"]["runId"] > 0
     runs = env.api.get(f"/api/dr/runs?applicationId={app['id']}").json()
     assert [run["status"] for run in runs] == ["refused"]
     assert env.api.get(f"/api/applications/{app['id']}").json()["region"] == env.a.code
@@ -183,7 +184,7 @@ def test_failover_fence_and_failback_keep_the_data(env: TwoRegions) -> None:
     assert page(env.b.url(8093, "/index.html")) == "written in A"
     moved = env.api.get(f"/api/applications/{app['id']}").json()
     assert moved["region"] == env.b.code
-    assert moved["spec"]["healthCheckUrl"] == env.b.url(8093, "/index.html")
+    assert moved["healthCheckUrl"] == env.b.url(8093, "/index.html")
     events = [json.loads(item.body) for item in env.receiver.received()]
     assert [(e["event"], e["fromRegion"], e["toRegion"]) for e in events] == [("failover", "lab-a", "lab-b")]
 
@@ -275,14 +276,14 @@ def test_region_failover_moves_three_apps_by_priority(env: TwoRegions) -> None:
         assert service_replicas(env.a, f"dr_{app['name']}") == (0, 0)
 
 
-def _stateless(env: TwoRegions, name: str, priority: int) -> dict[str, Any]:
+def _stateless(env: TwoRegions, name: str, priority: int, **policy: Any) -> dict[str, Any]:
     body = {
         "name": name,
         "project": "dr",
         "region": env.a.code,
         "image": env.busybox,
         "command": ["sleep", "100000"],
-        "dr": {"regions": [env.b.code], "priority": priority},
+        "dr": {"regions": [env.b.code], "priority": priority, **policy},
     }
     created = env.api.post("/api/applications", body)
     assert created.status_code == 201, created.text
@@ -350,10 +351,7 @@ def _finished_automatic_run(env: TwoRegions, app_id: int) -> DrRun | None:
 def test_isolated_control_plane_fails_nothing_over(env: TwoRegions) -> None:
     from hostcraft.services.dr_engine import DrWatch, automatic_failovers
 
-    app = _stateless(env, "isolated", 50)
-    body = {**env.api.get(f"/api/applications/{app['id']}").json()["spec"]}
-    body["dr"] = {**body["dr"], "automatic": True, "gracePeriodSeconds": 0}
-    assert env.api.put(f"/api/applications/{app['id']}", body).status_code == 200
+    app = _stateless(env, "isolated", 50, automatic=True, gracePeriodSeconds=0)
     env.kill_region(env.a)
     env.kill_region(env.b)
     watch = DrWatch()
