@@ -53,8 +53,12 @@ def free_port(host: str) -> int:
         return int(probe.getsockname()[1])
 
 
-def start_s3_server(host: str) -> S3Server:
-    """Start moto on ``host`` (loopback or the lab bridge) with users admin (s3:*) and reader (read-only)."""
+def start_s3_server(host: str, *, shared_key: tuple[str, str] | None = None) -> S3Server:
+    """Start moto on ``host`` (loopback or the lab bridge) with users admin (s3:*) and reader (read-only).
+
+    With ``shared_key`` authentication stays off and ``admin`` is that key: two servers then accept
+    one key, as restic 0.14 needs to copy between two S3 repositories.
+    """
     port = free_port(host)
     moto = Path(sys.executable).parent / "moto_server"
     process = subprocess.Popen(
@@ -71,6 +75,9 @@ def start_s3_server(host: str) -> S3Server:
                 server.stop()
                 raise RuntimeError(f"moto_server did not start on {server.url}") from None
             time.sleep(0.1)
+    if shared_key is not None:
+        server.keys["admin"] = shared_key
+        return server
     iam = server.client("iam")
     for user, actions in (("admin", ["s3:*"]), ("reader", READ_ONLY_ACTIONS)):
         iam.create_user(UserName=user)

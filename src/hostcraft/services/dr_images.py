@@ -61,7 +61,11 @@ def _ensure_one(
     reference = target.digest or target.tag or "latest"
     try:
         if image_present(
-            str(region.image_registry), target.repository, reference, timeout=REGISTRY_TIMEOUT_SECONDS
+            str(region.image_registry),
+            target.repository,
+            reference,
+            timeout=REGISTRY_TIMEOUT_SECONDS,
+            insecure=insecure,
         ):
             result.present.append(wanted)
             return
@@ -74,7 +78,12 @@ def _ensure_one(
         return
     try:
         copy_image(
-            source, str(region.image_registry), target.repository, reference, timeout=REGISTRY_TIMEOUT_SECONDS
+            source,
+            str(region.image_registry),
+            target.repository,
+            reference,
+            timeout=REGISTRY_TIMEOUT_SECONDS,
+            insecure=insecure,
         )
     except HostCraftError as exc:
         result.missing[wanted] = (

@@ -271,6 +271,8 @@ def run_live_drill(runtime: Runtime, run_id: int) -> None:
 def volumes_of(session: Session, run_id: int) -> dict[str, str]:
     """Return the drill volumes a run created (swarm name -> node id), from its restore step."""
     run = session.get(DrRun, run_id)
+    if run is not None:
+        session.refresh(run)  # the step log writes through its own sessions
     step = next((item for item in (run.steps if run else []) if item["name"] == "restore"), None)
     return dict(((step or {}).get("details") or {}).get("created") or {})
 
@@ -417,7 +419,10 @@ def _drill_verify(
     with steps.step("verify") as notes:
         drill = get_application(session, drill_app_id)
         checked: dict[str, Any] = {}
-        for part in source.parts if source else []:
+        # A replica's parts carry only snapshot ids; the checksums were recorded on the backup's own.
+        recorded = {item["part"]: item for item in (backup.parts if backup else [])}
+        for copied in source.parts if source else []:
+            part = {**recorded.get(copied["part"], {}), **copied}
             if part["part"].startswith("volume:") and source is not None:
                 name = part["part"].removeprefix("volume:")
                 checked[part["part"]] = _verify_volume(session, runtime, drill, source, part, *volumes[name])

@@ -108,7 +108,9 @@ def start_failover(
         )
         session.add(run)
         session.commit()
-    reason = None if force else refusal_reason(session, runtime, app, source)
+    # A failback backs the app up where it runs first, so leaving a healthy region loses only the
+    # writes made during the move; a failover restores an older backup and needs the region in trouble.
+    reason = None if force or kind == "failback" else refusal_reason(session, runtime, app, source)
     if reason is not None:
         _refuse(session, runtime, run, reason)
     if defer:
