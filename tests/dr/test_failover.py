@@ -405,14 +405,16 @@ def test_warm_standby_is_seeded_and_skips_the_restore(env: TwoRegions) -> None:
 def _read_page(env: TwoRegions, volume: str) -> str:
     client = node_client(env.b.worker)
     try:
+        # The seeding restore job left the backup image (restic and static busybox) on the worker.
         local = [
             image.id
             for image in client.images.list()
-            if any("busybox" in d for d in image.attrs["RepoDigests"])
+            if any("restic" in digest for digest in image.attrs["RepoDigests"])
         ]
         output = client.containers.run(
             local[0],
-            ["cat", "/data/index.html"],
+            ["/bin/cat", "/data/index.html"],
+            entrypoint=[],
             volumes={volume: {"bind": "/data", "mode": "ro"}},
             remove=True,
         )
