@@ -1,9 +1,10 @@
 """DR drills: plan a failover without touching anything, or rehearse it live under a drill name.
 
 A dry-run only reads: the store, the target swarm and the target registry. A live drill restores
-the newest backup readable in the DR region into drill volumes, deploys a copy of the app named
-``<name>-drill<run id>`` there (no published ports, no probe, no backups), checks the restored
-data (volume checksum manifests, database row counts) and that the copy runs, then removes it.
+the newest backup readable in the DR region into drill volumes. It deploys a copy of the app named
+``<name>-drill<run id>`` there, without published ports, probe or backups. It then checks the
+restored data (volume checksum manifests, database row counts) and that the copy runs, and
+removes the copy.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 A run goes ``preflight → restore → deploy → switch-traffic → fence``. Pre-flight changes
 nothing but the target registry (a missing image is copied there). Until the app is healthy in
 the target, a failure puts the app's record back on the source region, so a retry starts from
-where the operator was. Once the target serves, the old region's service is scaled to 0, or the
-fence is left ``pending`` for the engine when that region does not answer, so the app never
-serves from two regions for longer than it takes the old region to come back.
+where the operator was. Once the target serves, the old region's service is scaled to 0. When
+that region is unreachable, the fence stays ``pending`` and the engine applies it as soon as
+the region's managers respond, so two copies serve only until then.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ _start_lock = threading.Lock()
 
 
 class FailoverRefused(ConflictError):
-    """The failover was not started: the reason says which pre-condition failed."""
+    """The failover was not started because a pre-condition failed; the message names it."""
 
 
 @dataclass
@@ -109,7 +109,7 @@ def start_failover(
         session.add(run)
         session.commit()
     # A failback backs the app up where it runs first, so leaving a healthy region loses only the
-    # writes made during the move; a failover restores an older backup and needs the region in trouble.
+    # writes made during the move. A failover restores an older backup, so it needs a region in trouble.
     reason = None if force or kind == "failback" else refusal_reason(session, runtime, app, source)
     if reason is not None:
         _refuse(session, runtime, run, reason)
@@ -423,7 +423,10 @@ def _check_capacity(app: Application, nodes: list[PlacementNode], problems: list
     candidates = eligible_nodes(nodes, list(placement.get("constraints") or []), exclude="")
     replicas = int(app.spec.get("replicas", 1))
     per_node = placement.get("maxReplicasPerNode")
-    needed = math.ceil(replicas / per_node) if per_node else (1 if replicas else 0)
+    # Nodes needed: one per maxReplicasPerNode replicas, or any one node when there is no limit.
+    needed = min(1, replicas)
+    if per_node:
+        needed = math.ceil(replicas / per_node)
     if len(candidates) < needed:
         problems.append(
             f"capacity: {replicas} replicas need {needed} ready, active nodes meeting the app's constraints, "
