@@ -124,7 +124,7 @@ def _answers(runtime: Runtime, server_id: int) -> bool:
         try:
             with engine_client(server, runtime, timeout=PING_TIMEOUT_SECONDS) as client:
                 return bool(client.ping())
-        except (HostCraftError, OSError, Exception):
+        except Exception:  # any failure to reach the engine means it does not respond
             return False
 
 
