@@ -1,8 +1,8 @@
 """Two lab regions for the DR tests: each a swarm of 1 manager + 1 worker with its own registry
 and its own S3 server on its bridge. The control plane (the test process) sits outside both.
 
-Region A's nodes are killed and started again by the tests; ``regions`` brings them back up
-before each test that asks for it.
+The tests kill and restart region A's nodes, and the ``env`` fixture of the test module starts
+them again before and after each test.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def write_page(region: Region, busybox: str, volume: str, text: str) -> None:
     """Write index.html into the app's volume on the region's worker."""
     client = node_client(region.worker)
     try:
-        # After a failover the worker holds the image only by the digest it was deployed with.
+        # After a failover the worker has the image only under the digest it was deployed with.
         local = [
             image.id
             for image in client.images.list()

@@ -17,7 +17,7 @@ import pytest
 from tests.dr.conftest import TwoRegions, backup_now, service_replicas, web_app, write_page
 from tests.lab_fixtures import node_client, wait_for
 
-from hostcraft.store.models import Application, AppVolume, DrFence, DrRun
+from hostcraft.store.models import Application, AppVolume, DrFence, DrRun, DrStandby
 
 pytestmark = [pytest.mark.lab, pytest.mark.docker, pytest.mark.chaos]
 
@@ -374,3 +374,73 @@ def test_isolated_control_plane_fails_nothing_over(env: TwoRegions) -> None:
     with env.runtime.store.session() as session:
         assert session.query(DrRun).filter_by(application_id=app["id"]).count() == 0
         assert session.get(Application, app["id"]).region_id == env.a.record["id"]
+
+
+def test_warm_standby_is_seeded_and_skips_the_restore(env: TwoRegions) -> None:
+    from hostcraft.services.dr_engine import prepare_standbys
+
+    app = web_app(env, "warmed", 8096, dr={"mode": "warm"})
+    volume = volume_of(env, app["id"])
+    write_page(env.a, env.busybox, volume, "kept warm")
+    backup = backup_now(env, app["id"])
+
+    prepare_standbys(env.runtime)
+
+    with env.runtime.store.session() as session:
+        standby = session.query(DrStandby).filter_by(application_id=app["id"]).one()
+        assert (standby.status, standby.message) == ("ready", None)
+        assert standby.seeded_backup_id == backup["id"]
+    assert service_replicas(env.b, "dr_warmed") == (0, 0)
+    assert _read_page(env, volume) == "kept warm"
+
+    env.kill_region(env.a)
+    run = run_of(env, env.api.post(f"/api/applications/{app['id']}/failover?wait=true", {}))
+
+    assert run["status"] == "succeeded", run
+    restore = next(step for step in run["steps"] if step["name"] == "restore")
+    assert "already holds backup" in restore["message"]
+    assert page(env.b.url(8096, "/index.html")) == "kept warm"
+
+
+def _read_page(env: TwoRegions, volume: str) -> str:
+    client = node_client(env.b.worker)
+    try:
+        # The seeding restore job left the backup image (restic and static busybox) on the worker.
+        local = [
+            image.id
+            for image in client.images.list()
+            if any("restic" in digest for digest in image.attrs["RepoDigests"])
+        ]
+        output = client.containers.run(
+            local[0],
+            ["/bin/cat", "/data/index.html"],
+            entrypoint=[],
+            volumes={volume: {"bind": "/data", "mode": "ro"}},
+            remove=True,
+        )
+    finally:
+        client.close()
+    return bytes(output).decode().strip()
+
+
+def test_scheduled_drill_runs_when_due(env: TwoRegions) -> None:
+    from hostcraft.services.dr_engine import run_due_drills
+
+    app = web_app(env, "drilled", 8097, dr={"drillSchedule": "0 4 * * *"})
+    write_page(env.a, env.busybox, volume_of(env, app["id"]), "drilled")
+    backup_now(env, app["id"])
+    first = dt.datetime(2026, 12, 5, 3, 0, tzinfo=dt.UTC)
+
+    assert run_due_drills(env.runtime, now=first) == []
+    assert run_due_drills(env.runtime, now=first + dt.timedelta(minutes=30)) == []
+    started = run_due_drills(env.runtime, now=first + dt.timedelta(hours=1, minutes=1))
+
+    assert len(started) == 1
+    run = wait_for(lambda: _finished(env, started[0]), timeout=240, what="the scheduled drill")
+    assert (run["status"], run["trigger"], run["kind"]) == ("succeeded", "schedule", "drill"), run
+    assert run_due_drills(env.runtime, now=first + dt.timedelta(hours=1, minutes=2)) == []
+
+
+def _finished(env: TwoRegions, run_id: int) -> dict[str, Any] | None:
+    run = env.api.get(f"/api/dr/runs/{run_id}").json()
+    return dict(run) if run["status"] != "running" else None

@@ -1,8 +1,8 @@
 """The disaster-recovery policy of an application and the rules a failover decides by.
 
 The policy is the app document's ``dr`` object. A failover moves the app from its active region
-to a DR region (tried in order of region priority); a failback moves it to its home region. The
-rules here are pure: the services feed them what they observed.
+to a DR region, tried in order of region priority. A failback moves it to its home region. The
+rules here are pure, and the services pass them what they observed.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ DR_FIELDS = (
 
 @dataclass(frozen=True)
 class DrPolicy:
-    """Where an app may run after a region is lost, and the recovery objectives it is held to."""
+    """The regions an app may run in after a region is lost, and its recovery objectives."""
 
     home_region: str | None = None
     regions: tuple[str, ...] = ()
@@ -278,7 +278,7 @@ def installed_traffic_switches() -> set[str]:
 def dr_targets(policy: DrPolicy, *, active: str, priorities: dict[str, int]) -> list[str]:
     """Return the regions a failover of an app active in ``active`` may go to, best first.
 
-    DR regions come in order of region priority (1 first); the home region is a candidate too
+    DR regions come in order of region priority (1 first). The home region is a candidate too
     when the app runs elsewhere, so a second failure can move it home.
     """
     candidates = [code for code in policy.regions if code != active and code in priorities]
@@ -289,7 +289,7 @@ def dr_targets(policy: DrPolicy, *, active: str, priorities: dict[str, int]) -> 
 
 @dataclass(frozen=True)
 class RegionObservation:
-    """What the control plane saw of one region in one look."""
+    """One look of the control plane at a region: how many of its managers responded."""
 
     code: str
     managers_answering: int
@@ -297,12 +297,12 @@ class RegionObservation:
 
 
 def control_plane_isolated(observations: Sequence[RegionObservation]) -> bool:
-    """Return True when no region has a manager answering: then the control plane is the one cut off."""
+    """Return True when no manager of any region responded, so the control plane is the one cut off."""
     return bool(observations) and all(item.managers_answering == 0 for item in observations)
 
 
 def region_down(observation: RegionObservation) -> bool:
-    """Return True when none of a region's managers answers the control plane."""
+    """Return True when none of a region's managers responded to the control plane."""
     return observation.managers_total > 0 and observation.managers_answering == 0
 
 
@@ -315,8 +315,8 @@ def automatic_failover_due(
 ) -> bool:
     """Return True when the region has been down and the app failing for the whole grace period.
 
-    Both conditions must hold: managers that do not answer while the app still serves mean the
-    control plane's path to the region is broken, not the region.
+    Both conditions must hold. Managers that do not respond while the app still serves mean that
+    the control plane's path to the region is broken, not the region.
     """
     if region_down_since is None or app_failing_since is None:
         return False

@@ -1,9 +1,9 @@
 """The engine's DR loop: fence old copies, keep DR regions ready, fail over by itself, run drills.
 
 Automatic failover is opt-in per app (``dr.automatic``). A region counts as down when none of its
-managers answers the control plane; the app must also be failing its probes (an open incident),
-both for the grace period. When no region answers at all, the control plane is the one cut off,
-and it does nothing.
+managers responds to the control plane. The app must also be failing its probes (an open
+incident), and both must last the grace period. When no region responds at all, the control
+plane is the one cut off, so it does nothing.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dr-ping")
 
 @dataclass
 class DrWatch:
-    """What the DR loop remembers between ticks (per process: it restarts with the engine)."""
+    """State the DR loop keeps between ticks, per process: it starts empty with the engine."""
 
     region_down_since: dict[int, dt.datetime] = field(default_factory=dict)
     attempted: dict[int, dt.datetime] = field(default_factory=dict)
@@ -89,7 +89,7 @@ def dr_tick(runtime: Runtime, watch: DrWatch, *, now: dt.datetime | None = None)
 
 
 def retry_fences(runtime: Runtime) -> list[int]:
-    """Scale each pending fence's service to 0 where its region answers again; return the fenced ids."""
+    """Scale each pending fence's service to 0 once its region responds; return the fenced ids."""
     fenced = []
     with runtime.store.session() as session:
         for fence in list(session.scalars(select(DrFence).where(DrFence.status == "pending"))):
@@ -124,7 +124,7 @@ def _answers(runtime: Runtime, server_id: int) -> bool:
         try:
             with engine_client(server, runtime, timeout=PING_TIMEOUT_SECONDS) as client:
                 return bool(client.ping())
-        except (HostCraftError, OSError, Exception):
+        except Exception:  # any failure to reach the engine means it does not respond
             return False
 
 
@@ -137,7 +137,7 @@ def automatic_failovers(runtime: Runtime, watch: DrWatch, *, now: dt.datetime) -
         return []
     observations = observe_regions(runtime)
     if control_plane_isolated(observations):
-        logger.warning("no region answers: the control plane is isolated, so it fails nothing over")
+        logger.warning("no region responded: the control plane is isolated, so it fails nothing over")
         return []
     with runtime.store.session() as session:
         down = _track_down(session, watch, observations, now)

@@ -1,4 +1,4 @@
-"""Wait until an app answers its health probe: the moment a failover's RTO is measured to."""
+"""Wait until an app passes its health probe: the moment a failover's RTO is measured to."""
 
 from __future__ import annotations
 

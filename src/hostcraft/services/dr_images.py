@@ -23,7 +23,7 @@ REGISTRY_TIMEOUT_SECONDS = 30.0
 
 @dataclass
 class ImageCheck:
-    """What making a set of images available in a region found and did."""
+    """The outcome of making images available in a region: present, copied, unchecked, missing."""
 
     present: list[str] = field(default_factory=list)
     copied: list[str] = field(default_factory=list)
@@ -49,8 +49,8 @@ def ensure_images(session: Session, region_id: int, images: list[str], *, copy: 
 
 
 def _region_registries(session: Session) -> list[str]:
-    # NOTE: region registries are spoken to over plain HTTP, as the lab's are; a registry behind
-    # TLS with a certificate the machine trusts needs a setting to say so, which does not exist yet.
+    # NOTE: HostCraft talks plain HTTP to region registries, as the lab's need. A registry that
+    # serves TLS would need a setting to select HTTPS, and that setting does not exist yet.
     return [region.image_registry for region in list_regions(session) if region.image_registry]
 
 

@@ -1,7 +1,7 @@
 """The DR report: per application, objectives against what drills and failovers measured.
 
-It also says where the control plane runs. A control plane inside an app's home region goes
-down with that region, and then nothing is left to run the failover.
+It also names the region the control plane runs in. A control plane inside an app's home region
+goes down with that region, and then nothing is left to run the failover.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def _standbys(session: Session, app_id: int, regions: dict[int, Region]) -> list
 def control_plane_region(session: Session, runtime: Runtime) -> Region | None:
     """Return the managed region this HostCraft process runs in, or None when it runs outside them.
 
-    ``HOSTCRAFT_CONTROL_PLANE_REGION`` says so explicitly. Otherwise a server whose endpoint is a
+    ``HOSTCRAFT_CONTROL_PLANE_REGION`` sets it explicitly. Otherwise a server whose endpoint is a
     local socket or an address of this machine places the control plane in that server's region.
     """
     regions = list_regions(session)

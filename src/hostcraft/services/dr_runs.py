@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session
 
 from hostcraft.errors import HostCraftError, NotFound
 from hostcraft.runtime import Runtime
+from hostcraft.services.alerts import Severity, Trigger
+from hostcraft.services.events import Outcome, audit
 from hostcraft.store.models import DrRun, Region, utcnow
 
 logger = logging.getLogger(__name__)
@@ -159,3 +161,49 @@ def run_out(session: Session, run: DrRun) -> dict[str, Any]:
     if run.kind == "region_failover":
         out["children"] = [child.id for child in list_runs(session, parent_id=run.id, limit=1000)]
     return out
+
+
+def finish_run(
+    session: Session,
+    runtime: Runtime,
+    run_id: int,
+    *,
+    status: Outcome,
+    message: str | None,
+    notice: tuple[Trigger, str, str, Severity] | None,
+) -> DrRun:
+    """Record a run's end, send ``notice`` (trigger, title, text, severity) once, and audit it."""
+    from hostcraft.services.alerts import notify_once
+
+    run = get_run(session, run_id)
+    run.status = status
+    run.message = message
+    run.finished_at = utcnow()
+    session.commit()
+    if notice is not None:
+        trigger, title, text, severity = notice
+        notify_once(
+            session,
+            trigger=trigger,
+            cause=f"dr-run:{run.id}",
+            title=title,
+            message=text,
+            severity=severity,
+            application_id=run.application_id,
+            region_id=run.target_region_id,
+            details={"runId": run.id},
+        )
+        session.commit()
+    audit(
+        runtime,
+        actor=run.actor,
+        action=f"dr.{run.kind}",
+        target_type="application",
+        target_id=run.application_id,
+        target_name=run.application_name,
+        outcome=status,
+        reason=message,
+        details={"runId": run.id, "rtoSeconds": run.rto_seconds, "rpoSeconds": run.rpo_seconds},
+    )
+    logger.info("DR run finished", extra={"run_id": run.id, "status": status, "app": run.application_name})
+    return run

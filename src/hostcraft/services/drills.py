@@ -1,9 +1,10 @@
 """DR drills: plan a failover without touching anything, or rehearse it live under a drill name.
 
 A dry-run only reads: the store, the target swarm and the target registry. A live drill restores
-the newest backup readable in the DR region into drill volumes, deploys a copy of the app named
-``<name>-drill<run id>`` there (no published ports, no probe, no backups), checks the restored
-data (volume checksum manifests, database row counts) and that the copy runs, then removes it.
+the newest backup readable in the DR region into drill volumes. It deploys a copy of the app named
+``<name>-drill<run id>`` there, without published ports, probe or backups. It then checks the
+restored data (volume checksum manifests, database row counts) and that the copy runs, and
+removes the copy.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from hostcraft.domain.dr import DrPolicy, policy_of
 from hostcraft.errors import ConflictError, HostCraftError, ValidationError
 from hostcraft.runtime import Runtime
 from hostcraft.services import failover
-from hostcraft.services.alerts import notify_once
+from hostcraft.services.alerts import Severity, Trigger
 from hostcraft.services.applications import create_application, delete_application, get_application
 from hostcraft.services.backup_destinations import restic_for
 from hostcraft.services.backup_replication import RestoreSource, newest_good_backup
 from hostcraft.services.dr_images import ensure_images
-from hostcraft.services.dr_runs import StepLog, active_run
-from hostcraft.services.events import Outcome, audit
+from hostcraft.services.dr_runs import StepLog, active_run, finish_run, get_run
+from hostcraft.services.events import Outcome
 from hostcraft.services.managers import any_manager
 from hostcraft.services.regions import find_region, get_region, image_for_region, list_regions
 from hostcraft.store.models import Application, AppVolume, Backup, Deployment, DrRun, Region, utcnow
@@ -280,21 +281,7 @@ def volumes_of(session: Session, run_id: int) -> dict[str, str]:
 def _drill_preflight(
     session: Session, runtime: Runtime, app: Application, target: Region, steps: StepLog
 ) -> tuple[Backup | None, RestoreSource | None]:
-    with steps.step("preflight") as notes:
-        problems: list[str] = []
-        nodes = failover._target_nodes(session, runtime, target, problems)
-        failover._check_capacity(app, nodes, problems)
-        images = [failover._pinned_image(session, app)]
-        if failover.stateful(app):
-            images.append(runtime.settings.backup_image)
-        found = ensure_images(session, target.id, images)
-        if found.missing:
-            problems.append("images missing: " + "; ".join(f"{k} ({v})" for k, v in found.missing.items()))
-        backup, source = _newest(session, app, target, problems)
-        if problems:
-            raise ConflictError(f"pre-flight failed: {' | '.join(problems)}", details={"problems": problems})
-        notes["message"] = f"{target.code} ready" + (f"; backup {backup.id}" if backup else "")
-        return backup, source
+    return failover.preflight(session, runtime, app, _policy(app), target, steps)
 
 
 def _drill_restore(
@@ -548,33 +535,9 @@ def _remove_volume(client: docker.DockerClient, volume: str) -> bool:
 
 
 def _finish(session: Session, runtime: Runtime, run_id: int, status: Outcome, message: str | None) -> None:
-    run = session.get(DrRun, run_id)
-    assert run is not None
-    run.status = status
-    run.message = message
-    run.finished_at = utcnow()
-    session.commit()
+    run = get_run(session, run_id)
+    notice: tuple[Trigger, str, str, Severity] | None = None
     if status != "succeeded":
-        notify_once(
-            session,
-            trigger="dr_drill_failed",
-            cause=f"dr-run:{run.id}",
-            title=f"DR drill failed: {run.application_name}",
-            message=f"the live drill of {run.application_name} failed: {message}",
-            severity="critical",
-            application_id=run.application_id,
-            region_id=run.target_region_id,
-            details={"runId": run.id},
-        )
-        session.commit()
-    audit(
-        runtime,
-        actor=run.actor,
-        action="dr.drill",
-        target_type="application",
-        target_id=run.application_id,
-        target_name=run.application_name,
-        outcome=status,
-        reason=message,
-        details={"runId": run.id, "rtoSeconds": run.rto_seconds, "rpoSeconds": run.rpo_seconds},
-    )
+        text = f"the live drill of {run.application_name} failed: {message}"
+        notice = ("dr_drill_failed", f"DR drill failed: {run.application_name}", text, "critical")
+    finish_run(session, runtime, run_id, status=status, message=message, notice=notice)

@@ -3,9 +3,9 @@
 A run goes ``preflight → restore → deploy → switch-traffic → fence``. Pre-flight changes
 nothing but the target registry (a missing image is copied there). Until the app is healthy in
 the target, a failure puts the app's record back on the source region, so a retry starts from
-where the operator was. Once the target serves, the old region's service is scaled to 0, or the
-fence is left ``pending`` for the engine when that region does not answer, so the app never
-serves from two regions for longer than it takes the old region to come back.
+where the operator was. Once the target serves, the old region's service is scaled to 0. When
+that region is unreachable, the fence stays ``pending`` and the engine applies it as soon as
+the region's managers respond, so two copies serve only until then.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ from hostcraft.domain.placement import PlacementNode, eligible_nodes
 from hostcraft.errors import ConflictError, HostCraftError, NotFound, ValidationError
 from hostcraft.runtime import Runtime
 from hostcraft.services import dr_health
-from hostcraft.services.alerts import notify_once
+from hostcraft.services.alerts import Severity, Trigger
 from hostcraft.services.applications import get_application
 from hostcraft.services.backup_replication import RestoreSource, newest_good_backup
 from hostcraft.services.dr_images import ensure_images
-from hostcraft.services.dr_runs import StepCallback, StepLog, active_run
+from hostcraft.services.dr_runs import StepCallback, StepLog, active_run, finish_run, get_run
 from hostcraft.services.drain import placement_node
-from hostcraft.services.events import audit
+from hostcraft.services.events import Outcome, audit
 from hostcraft.services.managers import any_manager
 from hostcraft.services.regions import find_region, get_region, list_regions
 from hostcraft.store.models import Application, AppVolume, Backup, DrFence, DrRun, DrStandby, Region, utcnow
@@ -48,7 +48,7 @@ _start_lock = threading.Lock()
 
 
 class FailoverRefused(ConflictError):
-    """The failover was not started: the reason says which pre-condition failed."""
+    """The failover was not started because a pre-condition failed; the message names it."""
 
 
 @dataclass
@@ -109,7 +109,7 @@ def start_failover(
         session.add(run)
         session.commit()
     # A failback backs the app up where it runs first, so leaving a healthy region loses only the
-    # writes made during the move; a failover restores an older backup and needs the region in trouble.
+    # writes made during the move. A failover restores an older backup, so it needs a region in trouble.
     reason = None if force or kind == "failback" else refusal_reason(session, runtime, app, source)
     if reason is not None:
         _refuse(session, runtime, run, reason)
@@ -239,7 +239,7 @@ def run_failover(runtime: Runtime, run_id: int, *, on_step: StepCallback | None 
         try:
             if run.kind == "failback":
                 _fresh_backup(session, runtime, app, steps)
-            backup, restore_from = _preflight(session, runtime, app, policy, target, steps)
+            backup, restore_from = preflight(session, runtime, app, policy, target, steps)
             _record_data(session, run, backup)
             volumes = _restore_volumes(session, runtime, app, target, backup, restore_from, steps)
             healthy_at = _deploy(
@@ -306,45 +306,25 @@ def _record_rto(session: Session, run_id: int, healthy_at: dt.datetime) -> None:
     session.commit()
 
 
-def _finish(session: Session, runtime: Runtime, run_id: int, *, status: str, message: str | None) -> None:
-    run = session.get(DrRun, run_id)
-    assert run is not None
-    run.status = status
-    run.message = message
-    run.finished_at = utcnow()
-    session.commit()
+def _finish(session: Session, runtime: Runtime, run_id: int, *, status: Outcome, message: str | None) -> None:
+    run = get_run(session, run_id)
     target = session.get(Region, run.target_region_id) if run.target_region_id else None
     verb = "failed back" if run.kind == "failback" else "failed over"
-    text = (
-        f"{run.application_name} {verb} to {target.code if target else '?'} in {run.rto_seconds} s "
-        f"(RPO {run.rpo_seconds} s)"
-        if status == "succeeded"
-        else f"{run.kind} of {run.application_name} failed: {message}"
+    if status == "succeeded":
+        text = (
+            f"{run.application_name} {verb} to {target.code if target else '?'} in {run.rto_seconds} s "
+            f"(RPO {run.rpo_seconds} s)"
+        )
+    else:
+        text = f"{run.kind} of {run.application_name} failed: {message}"
+    severity: Severity = "warning" if status == "succeeded" else "critical"
+    notice: tuple[Trigger, str, str, Severity] = (
+        "region_failover",
+        f"{run.kind} {status}: {run.application_name}",
+        text,
+        severity,
     )
-    notify_once(
-        session,
-        trigger="region_failover",
-        cause=f"dr-run:{run.id}",
-        title=f"{run.kind} {status}: {run.application_name}",
-        message=text,
-        severity="warning" if status == "succeeded" else "critical",
-        application_id=run.application_id,
-        region_id=run.target_region_id,
-        details={"runId": run.id},
-    )
-    session.commit()
-    audit(
-        runtime,
-        actor=run.actor,
-        action=f"dr.{run.kind}",
-        target_type="application",
-        target_id=run.application_id,
-        target_name=run.application_name,
-        outcome="succeeded" if status == "succeeded" else "failed",
-        reason=message,
-        details={"runId": run.id, "rtoSeconds": run.rto_seconds, "rpoSeconds": run.rpo_seconds},
-    )
-    logger.info("DR run finished", extra={"run_id": run.id, "status": status, "app": run.application_name})
+    finish_run(session, runtime, run_id, status=status, message=message, notice=notice)
 
 
 # Steps
@@ -376,7 +356,7 @@ def stateful(app: Application) -> bool:
     return bool(local or app.spec.get("backupDatabases"))
 
 
-def _preflight(
+def preflight(
     session: Session, runtime: Runtime, app: Application, policy: DrPolicy, target: Region, steps: StepLog
 ) -> tuple[Backup | None, RestoreSource | None]:
     with steps.step("preflight") as notes:
@@ -423,7 +403,10 @@ def _check_capacity(app: Application, nodes: list[PlacementNode], problems: list
     candidates = eligible_nodes(nodes, list(placement.get("constraints") or []), exclude="")
     replicas = int(app.spec.get("replicas", 1))
     per_node = placement.get("maxReplicasPerNode")
-    needed = math.ceil(replicas / per_node) if per_node else (1 if replicas else 0)
+    # Nodes needed: one per maxReplicasPerNode replicas, or any one node when there is no limit.
+    needed = min(1, replicas)
+    if per_node:
+        needed = math.ceil(replicas / per_node)
     if len(candidates) < needed:
         problems.append(
             f"capacity: {replicas} replicas need {needed} ready, active nodes meeting the app's constraints, "

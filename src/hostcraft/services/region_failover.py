@@ -76,7 +76,7 @@ def start_region_failover(
 
 
 def region_answers(session: Session, runtime: Runtime, region_id: int) -> bool:
-    """Return True when a manager of the region answers with quorum."""
+    """Return True when a manager of the region responds and the swarm has quorum."""
     try:
         with any_manager(session, runtime, region_id, require_quorum=True):
             return True
