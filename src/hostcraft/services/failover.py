@@ -560,6 +560,9 @@ def _deploy(
             raise ConflictError(
                 f"deployment {deployment.id} in {target.code} {deployment.status}: {deployment.message}"
             )
+        # The deployment ran in its own session and recorded the new service there; the database
+        # restore finds the running container through it.
+        session.refresh(app)
         databases = _restore_databases(session, runtime, app, backup, restore_from)
         if databases:
             notes["databases"] = databases
