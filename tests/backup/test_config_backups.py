@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hostcraft.services import backups as backups_service
 from hostcraft.services.backup_schedules import prune_expired, run_due_backups
 from hostcraft.store.models import Backup, BackupSchedule
 from tests.backup.test_destinations import local_destination, s3_destination
 from tests.conftest import Api, create_region
+from tests.lab_fixtures import wait_for
 from tests.s3_server import S3Server, free_port
 
 IMAGE = "127.0.0.1:5000/hostcraft/webapp:v1"
@@ -252,3 +257,58 @@ def test_point_in_time_restores_newest_good_backup_before(api: Api, tmp_path: Pa
         f"/api/applications/{app['id']}/restore", {"at": "2000-01-01T00:00:00Z", "mode": "replace"}
     )
     assert too_early.status_code == 404
+
+
+def hold_repository_lock(api: Api, destination: dict[str, Any], repository: Path) -> subprocess.Popen[bytes]:
+    """Start a restic backup from a pipe that stays open, so it holds a lock on the repository."""
+    password = api.post(f"/api/backup-destinations/{destination['id']}/export-key").json()["password"]
+    process = subprocess.Popen(
+        ["restic", "-r", str(repository), "backup", "--stdin", "--stdin-filename", "held"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={"PATH": os.environ["PATH"], "RESTIC_PASSWORD": password},
+    )
+    wait_for(lambda: any((repository / "locks").iterdir()), timeout=30, what="restic's lock file")
+    return process
+
+
+def release(process: subprocess.Popen[bytes]) -> None:
+    assert process.stdin is not None
+    process.stdin.close()
+    process.wait(timeout=30)
+
+
+def test_backup_check_waits_for_lock_release(api: Api, tmp_path: Path) -> None:
+    app = create_app(api)
+    repository = tmp_path / "repo"
+    destination = local_destination(api, repository)
+    assert backup(api, app, destination)["status"] == "succeeded"
+    holder = hold_repository_lock(api, destination, repository)
+    releaser = threading.Timer(4.0, release, args=(holder,))
+    releaser.start()
+
+    done = backup(api, app, destination)
+
+    releaser.join()
+    assert done["status"] == "succeeded", done
+    assert done["checkStatus"] == "passed"
+
+
+def test_backup_succeeds_when_check_stays_locked(
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backups_service, "POST_BACKUP_CHECK_WAIT_SECONDS", 0.2)
+    app = create_app(api)
+    repository = tmp_path / "repo"
+    destination = local_destination(api, repository)
+    assert backup(api, app, destination)["status"] == "succeeded"
+    holder = hold_repository_lock(api, destination, repository)
+    try:
+        done = backup(api, app, destination)
+    finally:
+        release(holder)
+
+    assert done["status"] == "succeeded", done
+    assert done["checkStatus"] == "skipped"
+    assert done["snapshots"][0]["part"] == "config"

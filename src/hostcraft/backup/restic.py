@@ -58,6 +58,10 @@ _REASON_PATTERNS: tuple[tuple[Reason, tuple[str, ...]], ...] = (
     ("not_initialised", ("Is there a repository at the following location?", "config file does not exist")),
 )
 
+# Messages restic 0.14 prints when another process holds a conflicting lock. restic cannot wait
+# for a lock, so such a command fails at once.
+LOCK_MESSAGES = ("repository is already locked", "unable to create lock", "lock was created at")
+
 ProgressCallback = Callable[["Progress"], None]
 
 
@@ -127,6 +131,11 @@ class Snapshot:
     paths: list[str]
     tags: list[str]
     hostname: str
+
+
+def lock_conflict(message: str) -> bool:
+    """Return True when a restic error message reports a conflicting lock held by another process."""
+    return any(text in message for text in LOCK_MESSAGES)
 
 
 def classify(stderr: str) -> Reason:

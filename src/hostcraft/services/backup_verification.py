@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from hostcraft.backup.databases import drop_database, scratch_name
 from hostcraft.backup.jobs import CHECKSUM_SCRIPT, VOLUME_MOUNT, VolumeMount, manifest_digest, run_job
-from hostcraft.backup.restic import Restic, error_summary
+from hostcraft.backup.restic import Restic, error_summary, lock_conflict
 from hostcraft.errors import BackupError, ConflictError, HostCraftError
 from hostcraft.metrics import register_store_collector
 from hostcraft.runtime import Runtime
@@ -270,7 +270,6 @@ def _test_database(
 
 CHECK_LOCK_ATTEMPTS = 4
 CHECK_LOCK_WAIT_SECONDS = 15.0
-LOCK_MESSAGES = ("repository is already locked", "unable to create lock", "lock was created at")
 
 
 def check_destination(
@@ -297,7 +296,7 @@ def check_destination(
             failure = exc.message
             # restic 0.14 cannot wait for a lock, so a backup writing to the repository makes the
             # check fail at once. That tells nothing about the data: the check waits and retries.
-            locked = any(text in failure for text in LOCK_MESSAGES)
+            locked = lock_conflict(failure)
             if not locked:
                 break
             if attempt + 1 < CHECK_LOCK_ATTEMPTS:
