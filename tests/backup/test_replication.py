@@ -145,6 +145,25 @@ def test_backups_listed_by_region(api: Api, s3: S3Server, tmp_path: Path) -> Non
     assert primary_source.replica is False
 
 
+def test_replica_source_keeps_part_details(api: Api, s3: S3Server, tmp_path: Path) -> None:
+    app, region_b = two_regions(api)
+    primary, replica = replicated_pair(api, s3, tmp_path, app["_regionA"]["id"], region_b["id"])
+    done = backup(api, app, primary)
+    copy = api.get(f"/api/backups/{done['id']}").json()["replicas"][0]
+
+    with api.runtime.store.session() as session:
+        _, source = newest_good_backup(session, app["id"], region_id=region_b["id"])
+
+    assert source.destination.id == replica["id"]
+    part = source.parts[0]
+    assert part["snapshotId"] == copy["snapshotIds"][0]
+    assert part["sourceSnapshotId"] == done["snapshotIds"][0]
+    original = done["snapshots"][0]
+    assert {key: part[key] for key in original if key != "snapshotId"} == {
+        key: value for key, value in original.items() if key != "snapshotId"
+    }
+
+
 def test_failed_copy_alerts_and_is_retried(api: Api, s3: S3Server, tmp_path: Path) -> None:
     app, region_b = two_regions(api)
     bucket = f"hc-later-{uuid.uuid4().hex[:8]}"

@@ -344,8 +344,22 @@ def _sources(session: Session, backup: Backup) -> list[RestoreSource]:
     for replica in replicas_of(session, backup.id):
         destination = session.get(BackupDestination, replica.destination_id)
         if replica.status == "succeeded" and destination is not None:
-            sources.append(RestoreSource(destination, list(replica.parts), replica=True))
+            sources.append(RestoreSource(destination, _replica_parts(backup, replica), replica=True))
     return sources
+
+
+def _replica_parts(backup: Backup, replica: BackupReplica) -> list[dict[str, Any]]:
+    """Return the backup's parts with the snapshot ids the replica repository gave them.
+
+    A replica row records only snapshot ids. The rest of a part (a database dump's database and
+    file name, a volume's checksums) is the backup's, and a restore from the replica needs it.
+    """
+    copied = {part["part"]: part["snapshotId"] for part in replica.parts}
+    return [
+        {**part, "snapshotId": copied[part["part"]], "sourceSnapshotId": part["snapshotId"]}
+        for part in backup.parts
+        if part["part"] in copied
+    ]
 
 
 def source_out(source: RestoreSource) -> dict[str, Any]:
