@@ -405,6 +405,8 @@ def _drill_verify(
 
     with steps.step("verify") as notes:
         drill = get_application(session, drill_app_id)
+        # The deployment recorded the service id through its own session.
+        session.refresh(drill)
         checked: dict[str, Any] = {}
         # A replica's parts carry only snapshot ids; the checksums were recorded on the backup's own.
         recorded = {item["part"]: item for item in (backup.parts if backup else [])}
