@@ -19,12 +19,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from hostcraft.domain.dr import DrPolicy, policy_of
-from hostcraft.errors import HostCraftError
 from hostcraft.metrics import register_store_collector
 from hostcraft.runtime import Runtime
-from hostcraft.services.backup_replication import newest_good_backup
 from hostcraft.services.dr_runs import stamp
-from hostcraft.services.failover import data_time, stateful
+from hostcraft.services.failover import data_parts, data_time, newest_complete_backup, stateful
 from hostcraft.services.regions import list_regions
 from hostcraft.services.servers import list_servers
 from hostcraft.store.models import Application, DrFence, DrRun, DrStandby, Region, utcnow
@@ -150,11 +148,11 @@ def _backup_ages(
     ]
     ages: dict[str, float | None] = {}
     for code in dict.fromkeys(wanted):
-        try:
-            backup, _ = newest_good_backup(session, app.id, region_id=codes[code].id)
-        except HostCraftError:
+        found = newest_complete_backup(session, app, codes[code].id, data_parts(app))
+        if found is None:
             ages[code] = None
             continue
+        backup, _ = found
         ages[code] = round((utcnow() - data_time(backup)).total_seconds(), 1)
     return ages
 
