@@ -27,16 +27,17 @@ from hostcraft.domain.dr import (
     policy_of,
     region_down,
 )
-from hostcraft.errors import HostCraftError
+from hostcraft.errors import ConflictError, HostCraftError
 from hostcraft.runtime import Runtime
-from hostcraft.services.backup_replication import newest_good_backup
 from hostcraft.services.dr_images import ensure_images
 from hostcraft.services.dr_runs import active_run
 from hostcraft.services.failover import (
-    _data_node,
-    _pinned_image,
+    data_node,
+    data_parts,
     data_time,
     fence_now,
+    newest_complete_backup,
+    pinned_image,
     start_failover,
     stateful,
 )
@@ -236,7 +237,7 @@ def _prepare_one(session: Session, runtime: Runtime, app: Application, policy: D
     if row is None:
         row = DrStandby(application_id=app.id, region_id=region.id, volumes={})
         session.add(row)
-    image = _pinned_image(session, app)
+    image = pinned_image(session, app)
     images = [image, runtime.settings.backup_image] if stateful(app) else [image]
     try:
         found = ensure_images(session, region.id, images)
@@ -266,9 +267,12 @@ def _seed_warm(session: Session, runtime: Runtime, app: Application, row: DrStan
 
     region = find_region(session, str(row.region_id))
     # The standby keeps the node it chose first, so later seeds refresh the same volumes.
-    node_id = (row.volumes or {}).get("nodeId") or _data_node(session, runtime, app, region).node_id
+    node_id = (row.volumes or {}).get("nodeId") or data_node(session, runtime, app, region).node_id
     if stateful(app):
-        backup, source = newest_good_backup(session, app.id, region_id=region.id)
+        found = newest_complete_backup(session, app, region.id, data_parts(app))
+        if found is None:
+            raise ConflictError(f"no backup of {app.name} with all its data is readable in {region.code} yet")
+        backup, source = found
         if row.seeded_backup_id != backup.id:
             for part in source.parts:
                 if part["part"].startswith("volume:"):
@@ -292,7 +296,7 @@ def _seed_warm(session: Session, runtime: Runtime, app: Application, row: DrStan
     else:
         row.volumes = {"nodeId": node_id}
     row.service_name = create_standby_service(
-        session, runtime, app, region_id=region.id, image=_pinned_image(session, app), node_id=node_id
+        session, runtime, app, region_id=region.id, image=pinned_image(session, app), node_id=node_id
     )
 
 

@@ -10,18 +10,19 @@ import ipaddress
 import json
 import logging
 import subprocess
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from hostcraft.domain.dr import DrPolicy, policy_of
-from hostcraft.errors import HostCraftError
+from hostcraft.metrics import register_store_collector
 from hostcraft.runtime import Runtime
-from hostcraft.services.backup_replication import newest_good_backup
 from hostcraft.services.dr_runs import stamp
-from hostcraft.services.failover import data_time, stateful
+from hostcraft.services.failover import data_parts, data_time, newest_complete_backup, stateful
 from hostcraft.services.regions import list_regions
 from hostcraft.services.servers import list_servers
 from hostcraft.store.models import Application, DrFence, DrRun, DrStandby, Region, utcnow
@@ -147,11 +148,11 @@ def _backup_ages(
     ]
     ages: dict[str, float | None] = {}
     for code in dict.fromkeys(wanted):
-        try:
-            backup, _ = newest_good_backup(session, app.id, region_id=codes[code].id)
-        except HostCraftError:
+        found = newest_complete_backup(session, app, codes[code].id, data_parts(app))
+        if found is None:
             ages[code] = None
             continue
+        backup, _ = found
         ages[code] = round((utcnow() - data_time(backup)).total_seconds(), 1)
     return ages
 
@@ -218,3 +219,38 @@ def local_addresses() -> set[str]:
         for item in interface.get("addr_info") or []
         if item.get("local")
     }
+
+
+@register_store_collector
+def dr_metrics(session: Session) -> Iterable[Metric]:
+    """DR runs by kind and status, and the RTO/RPO measured by each app's last finished run."""
+    runs = GaugeMetricFamily(
+        "hostcraft_dr_runs", "DR runs recorded, by kind and status.", labels=["kind", "status"]
+    )
+    for kind, status, count in session.execute(
+        select(DrRun.kind, DrRun.status, func.count(DrRun.id)).group_by(DrRun.kind, DrRun.status)
+    ):
+        runs.add_metric([kind, status], count)
+    rto = GaugeMetricFamily(
+        "hostcraft_dr_measured_rto_seconds",
+        "RTO of the app's last succeeded run.",
+        labels=["application", "kind"],
+    )
+    rpo = GaugeMetricFamily(
+        "hostcraft_dr_measured_rpo_seconds",
+        "RPO of the app's last succeeded run.",
+        labels=["application", "kind"],
+    )
+    latest: dict[tuple[str, str], DrRun] = {}
+    for run in session.scalars(
+        select(DrRun)
+        .where(DrRun.status == "succeeded", DrRun.application_name.is_not(None))
+        .order_by(DrRun.id)
+    ):
+        latest[(str(run.application_name), run.kind)] = run
+    for (application, kind), run in latest.items():
+        if run.rto_seconds is not None:
+            rto.add_metric([application, kind], run.rto_seconds)
+        if run.rpo_seconds is not None:
+            rpo.add_metric([application, kind], run.rpo_seconds)
+    return [runs, rto, rpo]

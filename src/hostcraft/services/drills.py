@@ -29,7 +29,7 @@ from hostcraft.services import failover
 from hostcraft.services.alerts import Severity, Trigger
 from hostcraft.services.applications import create_application, delete_application, get_application
 from hostcraft.services.backup_destinations import restic_for
-from hostcraft.services.backup_replication import RestoreSource, newest_good_backup
+from hostcraft.services.backup_replication import RestoreSource
 from hostcraft.services.dr_images import ensure_images
 from hostcraft.services.dr_runs import StepLog, active_run, finish_run, get_run
 from hostcraft.services.events import Outcome
@@ -60,9 +60,9 @@ def plan_failover(
     source = get_region(session, app.region_id)
     target = _drill_target(session, app, policy, target_region)
     problems: list[str] = []
-    nodes = failover._target_nodes(session, runtime, target, problems)
-    failover._check_capacity(app, nodes, problems)
-    images = [failover._pinned_image(session, app)]
+    nodes = failover.target_nodes(session, runtime, target, problems)
+    failover.check_capacity(app, nodes, problems)
+    images = [failover.pinned_image(session, app)]
     if failover.stateful(app):
         images.append(runtime.settings.backup_image)
     found = ensure_images(session, target.id, images, copy=False)
@@ -144,11 +144,13 @@ def _newest(
 ) -> tuple[Backup | None, RestoreSource | None]:
     if not failover.stateful(app):
         return None, None
-    try:
-        return newest_good_backup(session, app.id, region_id=target.id)
-    except HostCraftError:
-        problems.append(f"no succeeded backup of {app.name} is readable in region {target.code}")
+    found = failover.newest_complete_backup(session, app, target.id, failover.data_parts(app))
+    if found is None:
+        problems.append(
+            f"no succeeded backup of {app.name} with all its data is readable in region {target.code}"
+        )
         return None, None
+    return found
 
 
 def _plan_step(name: str, action: str, seconds: float) -> dict[str, Any]:
@@ -302,7 +304,7 @@ def _drill_restore(
         steps.skip("restore", "no volume to restore")
         return {}
     with steps.step("restore") as notes:
-        node = failover._data_node(session, runtime, app, target)
+        node = failover.data_node(session, runtime, app, target)
         restored: dict[str, tuple[str, str]] = {}
         created: dict[str, str] = {}
         notes["created"] = created
@@ -338,7 +340,7 @@ def _drill_deploy(
 
     with steps.step("deploy") as notes:
         document = _drill_document(app, run_id)
-        document["image"] = failover._pinned_image(session, app).split("@")[0]
+        document["image"] = failover.pinned_image(session, app).split("@")[0]
         document["region"] = target.id
         document["secrets"] = [
             {**secret, "value": value}
@@ -363,7 +365,7 @@ def _drill_deploy(
             runtime,
             drill.id,
             actor="hostcraft-drill",
-            image_reference=image_for_region(session, target.id, failover._pinned_image(session, app)),
+            image_reference=image_for_region(session, target.id, failover.pinned_image(session, app)),
             wait=True,
         )
         if deployment.status != "succeeded":
@@ -405,6 +407,8 @@ def _drill_verify(
 
     with steps.step("verify") as notes:
         drill = get_application(session, drill_app_id)
+        # The deployment recorded the service id through its own session.
+        session.refresh(drill)
         checked: dict[str, Any] = {}
         # A replica's parts carry only snapshot ids; the checksums were recorded on the backup's own.
         recorded = {item["part"]: item for item in (backup.parts if backup else [])}

@@ -32,7 +32,7 @@ from hostcraft.runtime import Runtime
 from hostcraft.services import dr_health
 from hostcraft.services.alerts import Severity, Trigger
 from hostcraft.services.applications import get_application
-from hostcraft.services.backup_replication import RestoreSource, newest_good_backup
+from hostcraft.services.backup_replication import RestoreSource, available_backups
 from hostcraft.services.dr_images import ensure_images
 from hostcraft.services.dr_runs import StepCallback, StepLog, active_run, finish_run, get_run
 from hostcraft.services.drain import placement_node
@@ -361,9 +361,9 @@ def preflight(
 ) -> tuple[Backup | None, RestoreSource | None]:
     with steps.step("preflight") as notes:
         problems: list[str] = []
-        nodes = _target_nodes(session, runtime, target, problems)
-        _check_capacity(app, nodes, problems)
-        images = [_pinned_image(session, app)]
+        nodes = target_nodes(session, runtime, target, problems)
+        check_capacity(app, nodes, problems)
+        images = [pinned_image(session, app)]
         if stateful(app):
             images.append(runtime.settings.backup_image)
         found = ensure_images(session, target.id, images)
@@ -385,7 +385,7 @@ def preflight(
         return backup, source
 
 
-def _target_nodes(
+def target_nodes(
     session: Session, runtime: Runtime, target: Region, problems: list[str]
 ) -> list[PlacementNode]:
     try:
@@ -396,7 +396,7 @@ def _target_nodes(
         return []
 
 
-def _check_capacity(app: Application, nodes: list[PlacementNode], problems: list[str]) -> None:
+def check_capacity(app: Application, nodes: list[PlacementNode], problems: list[str]) -> None:
     if not nodes:
         return
     placement = app.spec.get("placement") or {}
@@ -414,7 +414,7 @@ def _check_capacity(app: Application, nodes: list[PlacementNode], problems: list
         )
 
 
-def _pinned_image(session: Session, app: Application) -> str:
+def pinned_image(session: Session, app: Application) -> str:
     """Return the image digest reference of the app's newest succeeded deployment, else its spec image."""
     from hostcraft.store.models import Deployment
 
@@ -438,14 +438,16 @@ def _newest_backup(
     if not stateful(app):
         notes["backup"] = "none needed: the app keeps no local volume or database"
         return None, None
-    try:
-        backup, source = newest_good_backup(session, app.id, region_id=target.id)
-    except NotFound:
+    needed = data_parts(app)
+    found = newest_complete_backup(session, app, target.id, needed)
+    if found is None:
         problems.append(
-            f"no succeeded backup of {app.name} is readable in region {target.code}: replicate backups "
-            "there (backupReplicateTo) before a failover can restore its data"
+            f"no succeeded backup of {app.name} holding {', '.join(sorted(needed))} is readable in region "
+            f"{target.code}: replicate full backups there (backupReplicateTo) before a failover can "
+            "restore its data"
         )
         return None, None
+    backup, source = found
     age = (utcnow() - data_time(backup)).total_seconds()
     notes["backupAgeSeconds"] = round(age, 1)
     if age > policy.rpo_seconds:
@@ -454,6 +456,30 @@ def _newest_backup(
             f"of {policy.rpo_seconds} s"
         )
     return backup, source
+
+
+def data_parts(app: Application) -> set[str]:
+    """Return the backup parts a failover must restore: each local volume and each database."""
+    volumes = {
+        f"volume:{volume['name']}"
+        for volume in app.spec.get("volumes") or []
+        if (volume.get("driver") or "local") == "local"
+    }
+    return volumes | {f"database:{entry['name']}" for entry in app.spec.get("backupDatabases") or []}
+
+
+def newest_complete_backup(
+    session: Session, app: Application, region_id: int, needed: set[str]
+) -> tuple[Backup, RestoreSource] | None:
+    """Return the newest succeeded backup readable in the region that holds every needed part.
+
+    A newer backup of fewer parts (a config-only or database-only run) is passed over, so a
+    failover never starts the app on empty volumes.
+    """
+    for backup, source in available_backups(session, region_id=region_id, app_id=app.id, limit=50):
+        if needed <= {part["part"] for part in source.parts}:
+            return backup, source
+    return None
 
 
 def _restore_volumes(
@@ -474,7 +500,7 @@ def _restore_volumes(
         return {}
     with steps.step("restore") as notes:
         standby = _warm_standby(session, app, target)
-        node = _standby_node(session, runtime, standby, target) or _data_node(session, runtime, app, target)
+        node = _standby_node(session, runtime, standby, target) or data_node(session, runtime, app, target)
         restored = {}
         if standby is not None and standby.seeded_backup_id == backup.id:
             notes["message"] = f"warm standby on {node.hostname} already holds backup {backup.id}"
@@ -517,7 +543,7 @@ def _standby_node(
     return next((node for node in nodes if node.node_id == node_id and node.state == "ready"), None)
 
 
-def _data_node(session: Session, runtime: Runtime, app: Application, target: Region) -> PlacementNode:
+def data_node(session: Session, runtime: Runtime, app: Application, target: Region) -> PlacementNode:
     placement = app.spec.get("placement") or {}
     with any_manager(session, runtime, target.id, require_quorum=True) as (_, client):
         nodes = [placement_node(node) for node in swarm_api.list_nodes(client)]
@@ -551,7 +577,7 @@ def _deploy(
             app.id,
             actor="hostcraft-dr",
             kind="failover",
-            image_reference=_pinned_image(session, app),
+            image_reference=pinned_image(session, app),
             wait=True,
         )
         notes["deploymentId"] = deployment.id
