@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
+import subprocess
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from hostcraft.services.backups import CONFIG_FILENAME
 from tests.backup.test_config_backups import backup, create_app
 from tests.backup.test_destinations import local_destination, s3_destination
 from tests.conftest import Api, create_region
+from tests.lab_fixtures import wait_for
 from tests.s3_server import S3Server
 
 
@@ -162,6 +167,50 @@ def test_replica_source_keeps_part_details(api: Api, s3: S3Server, tmp_path: Pat
     assert {key: part[key] for key in original if key != "snapshotId"} == {
         key: value for key, value in original.items() if key != "snapshotId"
     }
+
+
+def stopped_check(destination: dict[str, Any], password: str, s3: S3Server) -> subprocess.Popen[bytes]:
+    """Start ``restic check`` on the destination and stop it once it holds its exclusive lock."""
+    access, secret = s3.keys["admin"]
+    environment = {
+        "PATH": os.environ["PATH"],
+        "RESTIC_PASSWORD": password,
+        "AWS_ACCESS_KEY_ID": access,
+        "AWS_SECRET_ACCESS_KEY": secret,
+    }
+    process = subprocess.Popen(
+        ["restic", "-r", destination["repository"], "--no-cache", "check"],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    lister = ["restic", "-r", destination["repository"], "--no-lock", "list", "locks"]
+    wait_for(
+        lambda: subprocess.run(lister, env=environment, capture_output=True, check=True).stdout.strip(),
+        timeout=30,
+        interval=0.05,
+        what="restic check's lock",
+    )
+    process.send_signal(signal.SIGSTOP)
+    return process
+
+
+def test_copy_waits_for_replica_lock_release(api: Api, s3: S3Server, tmp_path: Path) -> None:
+    app, region_b = two_regions(api)
+    primary, replica = replicated_pair(api, s3, tmp_path, app["_regionA"]["id"], region_b["id"])
+    assert backup(api, app, primary)["status"] == "succeeded"
+    password = api.post(f"/api/backup-destinations/{replica['id']}/export-key").json()["password"]
+    checker = stopped_check(replica, password, s3)
+    resume = threading.Timer(4.0, checker.send_signal, args=(signal.SIGCONT,))
+    resume.start()
+
+    done = backup(api, app, primary)
+
+    resume.join()
+    checker.wait(timeout=60)
+    copy = api.get(f"/api/backups/{done['id']}").json()["replicas"][0]
+    assert copy["status"] == "succeeded", copy
+    assert copy["attempts"] == 1
 
 
 def test_failed_copy_alerts_and_is_retried(api: Api, s3: S3Server, tmp_path: Path) -> None:

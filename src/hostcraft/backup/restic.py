@@ -17,10 +17,11 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Literal
+from typing import IO, Any, BinaryIO, Literal, TypeVar
 
 from hostcraft.errors import BackupError
 
@@ -63,6 +64,7 @@ _REASON_PATTERNS: tuple[tuple[Reason, tuple[str, ...]], ...] = (
 LOCK_MESSAGES = ("repository is already locked", "unable to create lock", "lock was created at")
 
 ProgressCallback = Callable[["Progress"], None]
+_Result = TypeVar("_Result")
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,21 @@ class Snapshot:
 def lock_conflict(message: str) -> bool:
     """Return True when a restic error message reports a conflicting lock held by another process."""
     return any(text in message for text in LOCK_MESSAGES)
+
+
+def retry_while_locked(action: Callable[[], _Result], *, attempts: int, wait_seconds: float) -> _Result:
+    """Run ``action`` and return its result, running it again while it fails on a conflicting lock.
+
+    Gives up after ``attempts`` runs and raises the last BackupError. Any other error is raised at once.
+    """
+    for attempt in range(attempts):
+        try:
+            return action()
+        except BackupError as exc:
+            if not lock_conflict(exc.message) or attempt + 1 == attempts:
+                raise
+            time.sleep(wait_seconds)
+    raise ValueError(f"attempts must be at least 1, not {attempts}")
 
 
 def classify(stderr: str) -> Reason:

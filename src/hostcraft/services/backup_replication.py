@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hostcraft.backup.restic import retry_while_locked
 from hostcraft.errors import BackupError, HostCraftError, NotFound, ValidationError
 from hostcraft.runtime import Runtime
 from hostcraft.services.alerts import open_alert, resolve_alert
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 RETRY_INITIAL_SECONDS = 60.0
 RETRY_MAX_SECONDS = 3600.0
 RETRY_SCAN_LIMIT = 200
+COPY_LOCK_ATTEMPTS = 6
+COPY_LOCK_WAIT_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,14 @@ def _copy(
         source = restic_for(primary, runtime)
         target = restic_for(destination, runtime)
         target.ensure_initialised()
-        source.copy_to(target.repository, [part["snapshotId"] for part in backup.parts])
+        snapshot_ids = [part["snapshotId"] for part in backup.parts]
+        # A check after another app's backup locks the repository for a few seconds. Waiting for
+        # it here makes the copy on time, instead of failing it until the next retry.
+        retry_while_locked(
+            lambda: source.copy_to(target.repository, snapshot_ids),
+            attempts=COPY_LOCK_ATTEMPTS,
+            wait_seconds=COPY_LOCK_WAIT_SECONDS,
+        )
         replica.parts = _copied_parts(target.snapshots(tags=[f"backup:{backup.id}"]), backup)
     except HostCraftError as exc:
         _replica_failed(session, backup, destination, replica, exc.message)

@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -39,6 +38,7 @@ from hostcraft.backup.restic import (
     error_summary,
     lock_conflict,
     parse_summary,
+    retry_while_locked,
 )
 from hostcraft.docker.swarm import list_tasks, update_service_spec, wait_until
 from hostcraft.errors import BackupError, ConflictError, HostCraftError, NotFound, ValidationError
@@ -67,6 +67,8 @@ logger = logging.getLogger(__name__)
 Kind = Literal["config", "volume", "database", "full"]
 KINDS = ("config", "volume", "database", "full")
 ACTIVE_STATES = ("queued", "running")
+# Attempts and the wait between them of the check after a backup while another backup, check or
+# copy holds a conflicting lock (restic 0.14 cannot wait for a lock itself).
 POST_BACKUP_CHECK_ATTEMPTS = 6
 POST_BACKUP_CHECK_WAIT_SECONDS = 3.0
 CONFIG_FILENAME = "config.json"
@@ -274,21 +276,22 @@ def _check_repository(restic: Restic, backup_id: int) -> str:
     """Run ``restic check`` after a backup; return "passed", or "skipped" while the repository stays locked.
 
     Apps that back up into one repository on the same schedule, and the copies to replicas, hold
-    locks at the same time, and restic 0.14 cannot wait for one. A lock tells nothing about the
+    locks at the same time, and restic 0.14 cannot wait for one. A lock shows nothing wrong with the
     data just written, so the backup still succeeds, and the engine's scheduled check covers it
     later. Any other check failure fails the backup.
     """
-    for attempt in range(POST_BACKUP_CHECK_ATTEMPTS):
-        try:
-            restic.check()
-            return "passed"
-        except BackupError as exc:
-            if not lock_conflict(exc.message):
-                raise
-            if attempt + 1 < POST_BACKUP_CHECK_ATTEMPTS:
-                time.sleep(POST_BACKUP_CHECK_WAIT_SECONDS)
-    logger.warning("repository check skipped: the repository stayed locked", extra={"backup_id": backup_id})
-    return "skipped"
+    try:
+        retry_while_locked(
+            restic.check, attempts=POST_BACKUP_CHECK_ATTEMPTS, wait_seconds=POST_BACKUP_CHECK_WAIT_SECONDS
+        )
+    except BackupError as exc:
+        if not lock_conflict(exc.message):
+            raise
+        logger.warning(
+            "repository check skipped: the repository stayed locked", extra={"backup_id": backup_id}
+        )
+        return "skipped"
+    return "passed"
 
 
 def _succeed(session: Session, backup: Backup, parts: list[Part], app: Application | None) -> None:
