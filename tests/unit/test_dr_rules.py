@@ -55,6 +55,8 @@ def test_policy_defaults_match_the_architecture_objectives() -> None:
             "dr.trafficSwitch.secret",
         ),
         ({"drillSchedule": "every sunday"}, "dr.drillSchedule"),
+        ({"drillSchedule": "0 3 * * * 0"}, "dr.drillSchedule"),
+        ({"drillSchedule": "0 3 * * 0", "drillTimezone": "Mars/Olympus"}, "dr.drillTimezone"),
         ({"failoverTo": "b"}, "dr.failoverTo"),
     ],
 )

@@ -52,6 +52,8 @@ REPORT_COLUMNS: list[Column] = [
 def _measured(summary: dict[str, Any] | None) -> str:
     if summary is None:
         return "never"
+    if summary["status"] != "succeeded":
+        return f"{summary['status']} (run {summary['runId']})"
     return f"{summary['rtoSeconds']}/{summary['rpoSeconds']} {summary['result']}"
 
 

@@ -187,22 +187,28 @@ def _health_check_urls(value: object, problems: list[Problem]) -> dict[str, str]
 
 
 def _drill_schedule(raw: dict[str, Any], problems: list[Problem]) -> tuple[str | None, str]:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     from hostcraft.domain.backup_policy import next_run
 
     expression = raw.get("drillSchedule")
     timezone = raw.get("drillTimezone") or "UTC"
+    try:
+        ZoneInfo(str(timezone))
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(("dr.drillTimezone", f"invalid dr.drillTimezone {timezone!r}: expected an IANA zone"))
+        timezone = "UTC"
     if expression is None:
         return None, str(timezone)
-    if not isinstance(expression, str):
-        problems.append(
-            ("dr.drillSchedule", f"invalid dr.drillSchedule {expression!r}: expected a cron string")
-        )
-        return None, "UTC"
+    expected = "expected a 5-field cron expression, e.g. '0 3 * * 0'"
+    if not isinstance(expression, str) or len(expression.split()) != 5:
+        problems.append(("dr.drillSchedule", f"invalid dr.drillSchedule {expression!r}: {expected}"))
+        return None, str(timezone)
     try:
         next_run(expression, str(timezone), after=dt.datetime.now(dt.UTC))
     except (ValueError, KeyError) as exc:
-        problems.append(("dr.drillSchedule", f"invalid dr.drillSchedule {expression!r} in {timezone}: {exc}"))
-        return None, "UTC"
+        problems.append(("dr.drillSchedule", f"invalid dr.drillSchedule {expression!r}: {exc}"))
+        return None, str(timezone)
     return expression, str(timezone)
 
 

@@ -193,9 +193,11 @@ def _in_active_region(session: Session, app: Application, chosen: BackupDestinat
     """
     if chosen.region_id in (None, app.region_id):
         return chosen
-    for name in app.spec.get("backupReplicateTo") or []:
+    # The replicas may be named by the app (backupReplicateTo) or by the destination (replicateTo).
+    references: list[str | int] = [*(app.spec.get("backupReplicateTo") or []), *(chosen.replicate_to or [])]
+    for reference in references:
         try:
-            replica = find_destination(session, name)
+            replica = find_destination(session, reference)
         except NotFound:
             continue
         if replica.region_id == app.region_id:

@@ -107,6 +107,10 @@ def start_deployment(
             pass
         if prepare is not None:
             prepare(app)
+        if kind == "restart" and image_reference is None:
+            # A restart replaces the tasks with what runs now; resolving the tag again could pick
+            # up another build pushed under it (or another region's build of it after a failover).
+            image_reference = _running_digest(session, app.id)
         document = copy.deepcopy(spec or app.spec)
         deployment = Deployment(
             application_id=app.id,
@@ -135,6 +139,15 @@ def start_deployment(
         future.result()
         session.refresh(deployment)
     return deployment
+
+
+def _running_digest(session: Session, app_id: int) -> str | None:
+    return session.scalar(
+        select(Deployment.image_digest_reference)
+        .where(Deployment.application_id == app_id, Deployment.status == "succeeded")
+        .order_by(Deployment.id.desc())
+        .limit(1)
+    )
 
 
 def rollback_to(

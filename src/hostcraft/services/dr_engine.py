@@ -31,6 +31,7 @@ from hostcraft.errors import ConflictError, HostCraftError
 from hostcraft.runtime import Runtime
 from hostcraft.services.dr_images import ensure_images
 from hostcraft.services.dr_runs import active_run
+from hostcraft.services.events import record_event
 from hostcraft.services.failover import (
     data_node,
     data_parts,
@@ -50,6 +51,7 @@ from hostcraft.store.models import (
     DrFence,
     DrStandby,
     Incident,
+    Region,
     utcnow,
 )
 
@@ -66,6 +68,8 @@ class DrWatch:
     region_down_since: dict[int, dt.datetime] = field(default_factory=dict)
     attempted: dict[int, dt.datetime] = field(default_factory=dict)
     standbys_due_at: float = 0.0
+    # Logged once per isolation, not on every tick.
+    isolated: bool = False
 
 
 def dr_tick(runtime: Runtime, watch: DrWatch, *, now: dt.datetime | None = None) -> None:
@@ -96,7 +100,26 @@ def retry_fences(runtime: Runtime) -> list[int]:
         for fence in list(session.scalars(select(DrFence).where(DrFence.status == "pending"))):
             if fence_now(session, runtime, fence):
                 fenced.append(fence.id)
+                _record_fence(session, fence)
     return fenced
+
+
+def _record_fence(session: Session, fence: DrFence) -> None:
+    app = session.get(Application, fence.application_id)
+    region = session.get(Region, fence.region_id)
+    record_event(
+        session,
+        actor="hostcraft-engine",
+        action="dr.fence",
+        target_type="application",
+        target_id=fence.application_id,
+        target_name=f"{app.project}/{app.name}" if app else None,
+        outcome="succeeded",
+        reason=f"region {region.code if region else fence.region_id} responds again: its copy of the "
+        f"service {fence.service_name} was scaled to 0",
+        details={"fenceId": fence.id, "regionId": fence.region_id, "attempts": fence.attempts},
+    )
+    session.commit()
 
 
 # Automatic failover
@@ -138,8 +161,13 @@ def automatic_failovers(runtime: Runtime, watch: DrWatch, *, now: dt.datetime) -
         return []
     observations = observe_regions(runtime)
     if control_plane_isolated(observations):
-        logger.warning("no region responded: the control plane is isolated, so it fails nothing over")
+        if not watch.isolated:
+            logger.warning("no region responded: the control plane is isolated, so it fails nothing over")
+        watch.isolated = True
         return []
+    if watch.isolated:
+        logger.info("regions respond again: automatic failover resumes")
+    watch.isolated = False
     with runtime.store.session() as session:
         down = _track_down(session, watch, observations, now)
         started = []

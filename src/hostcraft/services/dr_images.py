@@ -19,6 +19,7 @@ from hostcraft.store.models import Region
 logger = logging.getLogger(__name__)
 
 REGISTRY_TIMEOUT_SECONDS = 30.0
+COPYABLE = "a failover copies it from"
 
 
 @dataclass
@@ -73,8 +74,11 @@ def _ensure_one(
         result.missing[wanted] = f"registry {region.image_registry} of region {region.code}: {exc.message}"
         return
     source = registry_of(image)
-    if not copy or source is None or source == region.image_registry:
+    if source is None or source == region.image_registry:
         result.missing[wanted] = f"not in registry {region.image_registry} of region {region.code}"
+        return
+    if not copy:
+        result.missing[wanted] = _copy_outlook(source, target.repository, reference, region, insecure)
         return
     try:
         copy_image(
@@ -96,3 +100,14 @@ def _ensure_one(
         return
     logger.info("image copied", extra={"image": image, "region": region.code})
     result.copied.append(wanted)
+
+
+def _copy_outlook(source: str, repository: str, reference: str, region: Region, insecure: list[str]) -> str:
+    """Say whether a missing image could be copied from its source registry, without copying it."""
+    missing = f"not in registry {region.image_registry} of region {region.code}"
+    try:
+        if image_present(source, repository, reference, timeout=REGISTRY_TIMEOUT_SECONDS, insecure=insecure):
+            return f"{missing}; {COPYABLE} {source}"
+        return f"{missing}, and {source} does not have it either"
+    except HostCraftError as exc:
+        return f"{missing}, and {source} cannot be read: {exc.message}"

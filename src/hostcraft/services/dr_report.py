@@ -42,10 +42,11 @@ def build_report(session: Session, runtime: Runtime) -> dict[str, Any]:
             continue
         entry = _app_entry(session, app, policy, regions, codes)
         if location is not None and location.code in {policy.home_region, regions[app.region_id].code}:
+            role = "runs" if location.code == regions[app.region_id].code else "has its home region"
             warning = (
-                f"HostCraft runs inside region {location.code}, where {app.project}/{app.name} runs: if the "
-                "region is lost, the control plane is lost with it. Run HostCraft in a DR region or a third "
-                "site, or restore it there from its self-backup (hostcraft restore-self)"
+                f"HostCraft runs inside region {location.code}, where {app.project}/{app.name} {role}: "
+                "if the region is lost, the control plane is lost with it. Run HostCraft in a DR region or "
+                "a third site, or restore it there from its self-backup (hostcraft restore-self)"
             )
             entry["warnings"].append(warning)
             warnings.append(warning)

@@ -23,14 +23,14 @@ from sqlalchemy.orm import Session
 from hostcraft.backup.jobs import CHECKSUM_SCRIPT, VOLUME_MOUNT, VolumeMount, manifest_digest, run_job
 from hostcraft.docker.specs import volume_name
 from hostcraft.domain.dr import DrPolicy, policy_of
-from hostcraft.errors import ConflictError, HostCraftError, ValidationError
+from hostcraft.errors import ConflictError, HostCraftError, NotFound, ValidationError
 from hostcraft.runtime import Runtime
 from hostcraft.services import failover
 from hostcraft.services.alerts import Severity, Trigger
 from hostcraft.services.applications import create_application, delete_application, get_application
 from hostcraft.services.backup_destinations import restic_for
 from hostcraft.services.backup_replication import RestoreSource
-from hostcraft.services.dr_images import ensure_images
+from hostcraft.services.dr_images import COPYABLE, ensure_images
 from hostcraft.services.dr_runs import StepLog, active_run, finish_run, get_run
 from hostcraft.services.events import Outcome
 from hostcraft.services.managers import any_manager
@@ -66,7 +66,8 @@ def plan_failover(
     if failover.stateful(app):
         images.append(runtime.settings.backup_image)
     found = ensure_images(session, target.id, images, copy=False)
-    copyable = [image for image in found.missing if "not in registry" in found.missing[image]]
+    copyable = [image for image, why in found.missing.items() if COPYABLE in why]
+    refusal = failover.refusal_reason(session, runtime, app, source)
     backup, restore_from = _newest(session, app, target, problems)
     steps = [
         _plan_step(
@@ -78,8 +79,8 @@ def plan_failover(
         _restore_step(session, app, backup, restore_from),
         _plan_step(
             "deploy",
-            f"deploy {app.project}/{app.name} in {target.code}"
-            + (f" and wait for {policy.health_check_url(target.code, app.spec.get('healthCheckUrl'))}"),
+            f"deploy {app.project}/{app.name} in {target.code} and wait until "
+            + (_probe_text(policy.health_check_url(target.code, app.spec.get("healthCheckUrl")))),
             _deploy_estimate(session, app) + DEFAULT_HEALTH_SECONDS,
         ),
         _plan_step(
@@ -110,7 +111,12 @@ def plan_failover(
         "problems": problems
         + [f"{image}: {why}" for image, why in found.missing.items() if image not in copyable],
         "ready": not problems and len(copyable) == len(found.missing),
+        "refusedWithoutForce": refusal,
     }
+
+
+def _probe_text(url: str | None) -> str:
+    return f"{url} passes its probe" if url else "its tasks run (it has no probe URL)"
 
 
 def _policy(app: Application) -> DrPolicy:
@@ -123,17 +129,28 @@ def _policy(app: Application) -> DrPolicy:
 def _drill_target(
     session: Session, app: Application, policy: DrPolicy, target_region: int | str | None
 ) -> Region:
+    """Return the region a drill goes to: one of the policy's regions other than the active one.
+
+    After a failover the home region is a candidate too, so a failback can be rehearsed.
+    """
+    active = get_region(session, app.region_id).code
+    priorities = {region.code: region.priority for region in list_regions(session)}
+    allowed = [
+        code for code in dict.fromkeys([*policy.regions, policy.home_region]) if code and code != active
+    ]
     if target_region is not None:
-        target = find_region(session, target_region)
-        if target.id == app.region_id:
+        try:
+            target = find_region(session, target_region)
+        except NotFound as exc:
+            raise ValidationError(exc.message, field="targetRegionId") from exc
+        if target.code not in allowed:
             raise ValidationError(
-                f"{app.name} runs in {target.code}: drill into a DR region", field="targetRegionId"
+                f"region {target.code} is not a region {app.name} could fail over to "
+                f"({', '.join(allowed) or 'none'}): drills only go where a failover would",
+                field="targetRegionId",
             )
         return target
-    priorities = {region.code: region.priority for region in list_regions(session)}
-    candidates = [code for code in policy.regions if code in priorities]
-    active = get_region(session, app.region_id).code
-    candidates = sorted((code for code in candidates if code != active), key=lambda code: priorities[code])
+    candidates = sorted((code for code in allowed if code in priorities), key=lambda code: priorities[code])
     if not candidates:
         raise ValidationError(f"{app.name} has no DR region other than {active}", field="targetRegionId")
     return find_region(session, candidates[0])

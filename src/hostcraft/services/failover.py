@@ -247,20 +247,17 @@ def run_failover(runtime: Runtime, run_id: int, *, on_step: StepCallback | None 
             )
             switched = True
             _record_rto(session, run_id, healthy_at)
+            _close_incident(session, app.id, healthy_at)
             _switch_traffic(session, runtime, app, policy, source, target, run_id, steps)
             _fence(session, runtime, app, source, steps)
-        except HostCraftError as exc:
-            session.rollback()
-            if not switched:
-                _restore_state(session, app.id, saved)
-            _finish(session, runtime, run_id, status="failed", message=exc.message)
-            return
         except Exception as exc:
-            logger.exception("failover failed unexpectedly", extra={"run_id": run_id})
+            if not isinstance(exc, HostCraftError):
+                logger.exception("failover failed unexpectedly", extra={"run_id": run_id})
+            message = exc.message if isinstance(exc, HostCraftError) else f"unexpected error: {exc}"
             session.rollback()
             if not switched:
-                _restore_state(session, app.id, saved)
-            _finish(session, runtime, run_id, status="failed", message=f"unexpected error: {exc}")
+                _undo(session, runtime, app.id, saved, target)
+            _finish(session, runtime, run_id, status="failed", message=message)
             return
         _finish(session, runtime, run_id, status="succeeded", message=None)
 
@@ -273,6 +270,18 @@ def _save_state(session: Session, app: Application) -> AppState:
         spec=copy.deepcopy(app.spec),
         volumes={row.name: (row.node_id, row.node_hostname) for row in rows},
     )
+
+
+def _undo(session: Session, runtime: Runtime, app_id: int, saved: AppState, target: Region) -> None:
+    """Put the app's record back on the source region and stop whatever started in the target.
+
+    The source copy is left as it was, so two copies never serve after a failed run.
+    """
+    app = get_application(session, app_id)
+    moved = app.region_id == target.id
+    _restore_state(session, app_id, saved)
+    if moved:
+        _stop_target_service(session, runtime, app, target)
 
 
 def _restore_state(session: Session, app_id: int, saved: AppState) -> None:
@@ -303,6 +312,14 @@ def _record_rto(session: Session, run_id: int, healthy_at: dt.datetime) -> None:
         if run.data_at is not None
         else 0.0
     )
+    session.commit()
+
+
+def _close_incident(session: Session, app_id: int, healthy_at: dt.datetime) -> None:
+    """End the outage the failover fixed, so the recovery ladder does not act on the new copy."""
+    from hostcraft.services.monitoring import resolve_incident
+
+    resolve_incident(session, get_application(session, app_id), ended_at=healthy_at, now=utcnow())
     session.commit()
 
 

@@ -45,6 +45,7 @@ from hostcraft.store.models import Application, Deployment, Incident, RecoveryAc
 
 if TYPE_CHECKING:
     from hostcraft.runtime import Runtime
+from hostcraft.services.dr_runs import active_run
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ def _recover(
     app = session.get(Application, incident.application_id)
     if app is None:
         return None
+    if active_run(session, app.id) is not None:
+        return None  # a failover or drill of the app is under way: it owns the app until it ends
     spec = app_spec(app)
     situation = _situation(session, runtime, app, incident, now=now, maintenance=maintenance)
     if not situation.in_maintenance:
