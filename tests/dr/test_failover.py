@@ -444,3 +444,36 @@ def test_scheduled_drill_runs_when_due(env: TwoRegions) -> None:
 def _finished(env: TwoRegions, run_id: int) -> dict[str, Any] | None:
     run = env.api.get(f"/api/dr/runs/{run_id}").json()
     return dict(run) if run["status"] != "running" else None
+
+
+# Serves /data like web_app, and on SIGTERM writes to its volume for a while before it exits, as
+# PostgreSQL writes its shutdown checkpoint.
+SLOW_STOP_SCRIPT = """
+httpd -p 80 -h /data
+trap 'sleep 4; echo stale > /data/index.html; exit 0' TERM
+while true; do sleep 1; done
+"""
+
+
+def test_failover_waits_for_old_copy_to_stop(env: TwoRegions) -> None:
+    app = web_app(env, "slowstop", 8098, command=["sh", "-c", SLOW_STOP_SCRIPT])
+    volume = volume_of(env, app["id"])
+    write_page(env.a, env.busybox, volume, "written in A")
+    backup_now(env, app["id"])
+    there = run_of(env, env.api.post(f"/api/applications/{app['id']}/failover?wait=true", {"force": True}))
+    assert there["status"] == "succeeded", there
+    home = run_of(
+        env,
+        env.api.post(
+            f"/api/applications/{app['id']}/failover?wait=true", {"targetRegionId": env.a.code, "force": True}
+        ),
+    )
+    assert home["status"] == "succeeded", home
+
+    # The copy in B was just fenced and writes "stale" to its volume 4 s into its stop.
+    again = run_of(env, env.api.post(f"/api/applications/{app['id']}/failover?wait=true", {"force": True}))
+
+    assert again["status"] == "succeeded", again
+    time.sleep(6)
+    assert page(env.b.url(8098, "/index.html")) == "written in A"
+    assert _read_page(env, volume) == "written in A"

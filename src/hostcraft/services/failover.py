@@ -23,6 +23,7 @@ import docker
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from hostcraft.backup.jobs import TERMINAL_TASK_STATES
 from hostcraft.docker import swarm as swarm_api
 from hostcraft.docker.specs import service_name
 from hostcraft.domain.dr import DrPolicy, dr_targets, policy_of, recovery_point_seconds
@@ -44,6 +45,9 @@ from hostcraft.store.models import Application, AppVolume, Backup, DrFence, DrRu
 logger = logging.getLogger(__name__)
 
 _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="failover")
+# How long a restore waits for an old copy to stop: Swarm kills a task 10 s (its default stop grace
+# period) after stopping it, and a loaded node takes longer to report it.
+STOP_TIMEOUT_SECONDS = 60.0
 _start_lock = threading.Lock()
 
 
@@ -516,6 +520,7 @@ def _restore_volumes(
         steps.skip("restore", "no volume to restore")
         return {}
     with steps.step("restore") as notes:
+        _stop_target_copy(session, runtime, app, target)
         standby = _warm_standby(session, app, target)
         node = _standby_node(session, runtime, standby, target) or data_node(session, runtime, app, target)
         restored = {}
@@ -536,6 +541,33 @@ def _restore_volumes(
         notes["node"] = node.hostname
         notes["message"] = f"{len(restored)} volume(s) of backup {backup.id} restored on {node.hostname}"
         return restored
+
+
+def _stop_target_copy(session: Session, runtime: Runtime, app: Application, target: Region) -> None:
+    """Scale the app's service in the target region to 0 and wait until none of its tasks runs.
+
+    An earlier failover away from the target leaves a fenced copy there that may still be
+    stopping. A copy that writes to the volume after the restore replaced its files (PostgreSQL's
+    shutdown checkpoint does) leaves data that no longer matches the backup, or does not start.
+    """
+    name = service_name(app.project, app.name)
+    with any_manager(session, runtime, target.id, require_quorum=True) as (_, client):
+        services = [
+            item for item in client.api.services(filters={"name": name}) if item["Spec"]["Name"] == name
+        ]
+        if not services:
+            return
+        _scale_to_zero(client, name)
+
+        def stopped() -> bool:
+            tasks = swarm_api.list_tasks(client, service=services[0]["ID"])
+            return all((task.get("Status") or {}).get("State") in TERMINAL_TASK_STATES for task in tasks)
+
+        if not swarm_api.wait_until(stopped, timeout=STOP_TIMEOUT_SECONDS):
+            raise ConflictError(
+                f"the copy of {app.name} in {target.code} did not stop within {STOP_TIMEOUT_SECONDS:.0f} s, "
+                f"so its volumes cannot be restored safely: check the tasks of {name} there and retry"
+            )
 
 
 def _warm_standby(session: Session, app: Application, target: Region) -> DrStandby | None:
