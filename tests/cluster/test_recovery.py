@@ -28,12 +28,12 @@ FLAG_ON_START = "mkdir -p /data && : > /data/unhealthy; exec /app/run"
 FLAG_ON_NODE_LATER = (
     'mkdir -p /data; if [ "$NODE" = "$SICK_NODE" ]; then (sleep 12; : > /data/unhealthy) & fi; exec /app/run'
 )
-# Three misses in a row, each given 3 s: on a loaded machine a single slow check must not make a
-# healthy task unhealthy, or failures spread over both nodes and no node stands out for the move.
+# Three misses in a row, each given 1.5 s: on a loaded machine a single slow check must not make
+# a healthy task unhealthy, or failures spread over both nodes and no node stands out for the move.
 HEALTHY_FILE_CHECK = {
     "test": ["CMD-SHELL", "test ! -e /data/unhealthy"],
-    "intervalSeconds": 1,
-    "timeoutSeconds": 3,
+    "intervalSeconds": 2,
+    "timeoutSeconds": 1.5,
     "retries": 3,
     "startPeriodSeconds": 0,
 }
