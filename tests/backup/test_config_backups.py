@@ -312,3 +312,37 @@ def test_backup_succeeds_when_check_stays_locked(
     assert done["status"] == "succeeded", done
     assert done["checkStatus"] == "skipped"
     assert done["snapshots"][0]["part"] == "config"
+
+
+def test_concurrent_first_backups_share_new_repository(api: Api, tmp_path: Path) -> None:
+    first = create_app(api, name="web-0")
+    apps = [first]
+    for index in (1, 2):
+        response = api.post("/api/applications", {"name": f"web-{index}", "image": IMAGE})
+        assert response.status_code == 201, response.text
+        apps.append(response.json())
+    destination = local_destination(api, tmp_path / "repo")
+
+    started = [
+        api.post(
+            f"/api/applications/{app['id']}/backups", {"type": "config", "destinationId": destination["id"]}
+        )
+        for app in apps
+    ]
+
+    for response in started:
+        assert response.status_code == 202, response.text
+    done = [
+        wait_for(
+            lambda backup_id=response.json()["id"]: _finished(api, backup_id),
+            timeout=120,
+            what="the backup to finish",
+        )
+        for response in started
+    ]
+    assert [backup["status"] for backup in done] == ["succeeded"] * 3, [b["message"] for b in done]
+
+
+def _finished(api: Api, backup_id: int) -> dict[str, Any] | None:
+    backup = api.get(f"/api/backups/{backup_id}").json()
+    return dict(backup) if backup["status"] in ("succeeded", "failed") else None

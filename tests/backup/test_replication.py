@@ -178,19 +178,20 @@ def stopped_check(destination: dict[str, Any], password: str, s3: S3Server) -> s
         "AWS_ACCESS_KEY_ID": access,
         "AWS_SECRET_ACCESS_KEY": secret,
     }
+    # The download limit makes the check take seconds, so it is stopped while it holds its lock.
     process = subprocess.Popen(
-        ["restic", "-r", destination["repository"], "--no-cache", "check"],
+        ["restic", "-r", destination["repository"], "--no-cache", "--limit-download", "20", "check"],
         env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    lister = ["restic", "-r", destination["repository"], "--no-lock", "list", "locks"]
-    wait_for(
-        lambda: subprocess.run(lister, env=environment, capture_output=True, check=True).stdout.strip(),
-        timeout=30,
-        interval=0.05,
-        what="restic check's lock",
-    )
+    prefix = f"{destination['prefix']}/locks/"
+
+    def locked() -> bool:
+        listing = s3.client().list_objects_v2(Bucket=destination["bucket"], Prefix=prefix)
+        return bool(listing.get("Contents"))
+
+    wait_for(locked, timeout=30, interval=0.02, what="restic check's lock")
     process.send_signal(signal.SIGSTOP)
     return process
 

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Literal, TypeVar
@@ -135,6 +135,68 @@ class Snapshot:
     hostname: str
 
 
+_init_locks: dict[str, threading.Lock] = {}
+_init_locks_guard = threading.Lock()
+
+
+def _init_lock(url: str) -> threading.Lock:
+    with _init_locks_guard:
+        return _init_locks.setdefault(url, threading.Lock())
+
+
+class RepositoryLock:
+    """Shared or exclusive use of one repository by this process's restic commands.
+
+    restic 0.14 cannot wait for a lock, so a command that meets a conflicting lock fails at once.
+    Commands that write snapshots or read them share the repository, and ``check`` and
+    ``forget`` take it alone, so this process's own commands wait for each other instead of
+    failing. A waiting exclusive user goes first, so a stream of backups cannot starve a check.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._sharers = 0
+        self._exclusive = False
+        self._waiting_exclusive = 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._condition:
+            while self._exclusive or self._waiting_exclusive:
+                self._condition.wait()
+            self._sharers += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._sharers -= 1
+                self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._condition:
+            self._waiting_exclusive += 1
+            while self._exclusive or self._sharers:
+                self._condition.wait()
+            self._waiting_exclusive -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._exclusive = False
+                self._condition.notify_all()
+
+
+_repository_locks: dict[str, RepositoryLock] = {}
+
+
+def repository_lock(url: str) -> RepositoryLock:
+    """Return this process's lock of the repository at ``url``."""
+    with _init_locks_guard:
+        return _repository_locks.setdefault(url, RepositoryLock())
+
+
 def lock_conflict(message: str) -> bool:
     """Return True when a restic error message reports a conflicting lock held by another process."""
     return any(text in message for text in LOCK_MESSAGES)
@@ -213,6 +275,10 @@ class Restic:
         self.repository = repository
         self.binary = binary
         self.cache_dir = cache_dir
+
+    @property
+    def lock(self) -> RepositoryLock:
+        return repository_lock(self.repository.url)
 
     def _command(self, args: list[str]) -> list[str]:
         command = [self.binary, *self.repository.options()]
@@ -297,8 +363,17 @@ class Restic:
         return True
 
     def ensure_initialised(self) -> None:
-        if not self.is_initialised():
-            self.init()
+        """Create the repository unless it exists.
+
+        Two backups that both find a new repository missing would each run ``restic init``. The
+        second overwrites the config, which the first one's key then no longer opens. The check
+        and the init run under one lock per repository.
+        """
+        # NOTE: the lock covers this process only. Scheduled backups run in the engine lease
+        # holder alone, but manual backups through two HostCraft processes could still race.
+        with _init_lock(self.repository.url):
+            if not self.is_initialised():
+                self.init()
 
     def backup_paths(
         self,
@@ -309,13 +384,17 @@ class Restic:
         progress: ProgressCallback | None = None,
     ) -> BackupSummary:
         args = ["backup", "--json", "--host", host, *_tag_args(tags), *paths]
-        output = self.run(args, on_line=_progress_forwarder(progress), action="back up " + ", ".join(paths))
+        with self.lock.shared():
+            output = self.run(
+                args, on_line=_progress_forwarder(progress), action="back up " + ", ".join(paths)
+            )
         return _require_summary(output, what=", ".join(paths))
 
     def backup_stdin(self, source: BinaryIO, *, filename: str, tags: list[str], host: str) -> BackupSummary:
         """Back up a stream (a dump, a document) as one file named ``filename`` in a snapshot."""
         args = ["backup", "--json", "--host", host, "--stdin", "--stdin-filename", filename, *_tag_args(tags)]
-        output = self.run(args, stdin=source, action=f"back up {filename}")
+        with self.lock.shared():
+            output = self.run(args, stdin=source, action=f"back up {filename}")
         return _require_summary(output, what=filename)
 
     def snapshots(self, *, tags: list[str] | None = None) -> list[Snapshot]:
@@ -338,19 +417,22 @@ class Restic:
         args = ["check"]
         if read_data_subset:
             args += [f"--read-data-subset={read_data_subset}"]
-        self.run(args, action="check the repository")
+        with self.lock.exclusive():
+            self.run(args, action="check the repository")
 
     def forget(self, snapshot_ids: list[str], *, prune: bool = True) -> None:
         if not snapshot_ids:
             return
         args = ["forget", *(["--prune"] if prune else []), *snapshot_ids]
-        self.run(args, action="forget snapshots " + ", ".join(snapshot_ids))
+        with self.lock.exclusive():
+            self.run(args, action="forget snapshots " + ", ".join(snapshot_ids))
 
     def restore(self, snapshot_id: str, *, target: Path, include: str | None = None) -> None:
         args = ["restore", snapshot_id, "--target", str(target)]
         if include:
             args += ["--include", include]
-        self.run(args, action=f"restore snapshot {snapshot_id}")
+        with self.lock.shared():
+            self.run(args, action=f"restore snapshot {snapshot_id}")
 
     def dump(self, snapshot_id: str, filename: str, sink: IO[bytes]) -> None:
         """Write one file of a snapshot (a ``--stdin`` backup) to ``sink``."""
@@ -397,9 +479,14 @@ class Restic:
                 "AWS_SECRET_ACCESS_KEY": source.secret_key or "",
             }
         copier = Restic(target, binary=self.binary, cache_dir=self.cache_dir)
-        copier.run(
-            ["copy", "--from-repo", source.url, *snapshot_ids], extra_env=extra, action="copy snapshots"
-        )
+        # Both locks are taken in the order of their URLs, so two copies in opposite directions
+        # cannot each hold one lock and wait for the other.
+        with contextlib.ExitStack() as held:
+            for url in sorted({source.url, target.url}):
+                held.enter_context(repository_lock(url).shared())
+            copier.run(
+                ["copy", "--from-repo", source.url, *snapshot_ids], extra_env=extra, action="copy snapshots"
+            )
 
 
 def _tag_args(tags: list[str]) -> list[str]:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from hostcraft.backup.database_restores import wait_until_accepting
 from hostcraft.backup.jobs import RESTORE_SCRIPT, VOLUME_MOUNT, VolumeMount, run_job
-from hostcraft.backup.restic import error_summary
+from hostcraft.backup.restic import error_summary, repository_lock
 from hostcraft.errors import BackupError, ConflictError, HostCraftError, NotFound, ValidationError
 from hostcraft.runtime import Runtime
 from hostcraft.services import applications
@@ -208,7 +208,10 @@ def run_restore_job(
     volume: str,
 ) -> None:
     repository = restic_for(destination, runtime).repository
-    with any_manager(session, runtime, region_id, require_quorum=True) as (_, client):
+    with (
+        repository_lock(repository.url).shared(),
+        any_manager(session, runtime, region_id, require_quorum=True) as (_, client),
+    ):
         result = run_job(
             client,
             image=image_for_region(session, region_id, runtime.settings.backup_image),

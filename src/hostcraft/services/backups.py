@@ -38,6 +38,7 @@ from hostcraft.backup.restic import (
     error_summary,
     lock_conflict,
     parse_summary,
+    repository_lock,
     retry_while_locked,
 )
 from hostcraft.docker.swarm import list_tasks, update_service_spec, wait_until
@@ -474,7 +475,10 @@ def _volume_job(
 ) -> tuple[BackupSummary, str]:
     """Run the volume's backup job on its node; return restic's summary and the job's output."""
     repository = restic_for(destination, runtime).repository
-    with any_manager(session, runtime, app.region_id, require_quorum=True) as (_, client):
+    with (
+        repository_lock(repository.url).shared(),
+        any_manager(session, runtime, app.region_id, require_quorum=True) as (_, client),
+    ):
         result = run_job(
             client,
             image=image_for_region(session, app.region_id, runtime.settings.backup_image),
