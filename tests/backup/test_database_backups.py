@@ -179,6 +179,21 @@ def test_database_restore_replace_and_new(env: Env, engine: str) -> None:
     assert count(env, app, engine, database=f"shop_restore{done['id']}") == 500
 
 
+def test_restore_waits_for_database_to_start(env: Env) -> None:
+    app = deploy_database(env, "db-fresh", "postgresql")
+    done = backup(env, app, destination(env, "fresh"))
+    assert done["status"] == "succeeded", done
+    for replicas in (0, 1):
+        scaled = env.api.post(f"/api/applications/{app['id']}/scale?wait=true", {"replicas": replicas})
+        assert scaled.json()["status"] == "succeeded", scaled.text
+
+    # The new task initializes an empty data directory and turns clients away until it is done.
+    restored = env.api.post(f"/api/backups/{done['id']}/restore", {"mode": "replace"})
+
+    assert restored.status_code == 200, restored.text
+    assert count(env, app, "postgresql") == 500
+
+
 def test_wrong_password_fails_backup(env: Env) -> None:
     """A dump rejected by the server is a failed backup, an alert, and no snapshot kept."""
     app = deploy_database(

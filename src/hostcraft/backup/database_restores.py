@@ -37,6 +37,7 @@ _LOOPBACK = "127.0.0.1"
 # fail. It is retried, and the original stays in place if every attempt fails.
 _SWAP_ATTEMPTS = 5
 _REPLICATION_TIMEOUT = 600.0
+_READY_POLL_SECONDS = 1.0
 
 
 class _SkipOwnRoleCreation:
@@ -99,6 +100,49 @@ def _run(
     )
     stdout = scrub(bytes(output), source.password)
     return result.exit_code, stdout, scrub(result.stderr, source.password)
+
+
+def wait_until_accepting(
+    client: docker.DockerClient, container_id: str, source: DatabaseSource, *, timeout: float
+) -> None:
+    """Wait until the database server in the container accepts a query; raise RestoreFailed on timeout.
+
+    A server that has just started may still be recovering (PostgreSQL replays its WAL after a
+    restored data directory, for one) and turns clients away until it is consistent.
+    """
+    if source.engine == "postgresql":
+        command = [
+            "psql",
+            "-X",
+            "--no-password",
+            "--quiet",
+            f"--host={_LOOPBACK}",
+            f"--port={source.effective_port}",
+            f"--username={source.effective_user}",
+            "--dbname=postgres",
+            "--command",
+            "SELECT 1",
+        ]
+        environment = postgresql_environment(source)
+    elif source.engine in ("mysql", "mariadb"):
+        command = [*mysql_client(source), "--execute", "SELECT 1"]
+        environment = mysql_environment(source)
+    else:
+        command = [*redis_cli(source), "PING"]
+        environment = redis_environment(source)
+    deadline = time.monotonic() + timeout
+    while True:
+        code, stdout, stderr = _run(client, container_id, source, command, environment)
+        # redis-cli exits 0 with an error reply, so its reply is read too.
+        if code == 0 and "LOADING" not in stdout and "ERR" not in stdout:
+            return
+        if time.monotonic() > deadline:
+            raise RestoreFailed(
+                f"the {source.engine} server did not accept queries within {timeout:.0f} s: "
+                f"{last_lines(stderr or stdout)}",
+                details={"container": container_id},
+            )
+        time.sleep(_READY_POLL_SECONDS)
 
 
 # PostgreSQL

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hostcraft.backup.database_restores import wait_until_accepting
 from hostcraft.backup.jobs import RESTORE_SCRIPT, VOLUME_MOUNT, VolumeMount, run_job
 from hostcraft.backup.restic import error_summary
 from hostcraft.errors import BackupError, ConflictError, HostCraftError, NotFound, ValidationError
@@ -42,6 +43,10 @@ from hostcraft.store.models import (
 )
 
 logger = logging.getLogger(__name__)
+
+# How long a restore waits for a database that has just started (after a failover or a volume
+# restore) to replay its log and accept clients. NOTE: an estimate, not measured on large databases.
+DATABASE_READY_TIMEOUT_SECONDS = 180.0
 
 Mode = Literal["replace", "new"]
 
@@ -256,6 +261,9 @@ def restore_database_part(
     if mode == "new" and source.database is not None:
         target_database = f"{source.database}_restore{backup.id}"[:63]
     with databases.database_container(session, runtime, app) as target:
+        wait_until_accepting(
+            target.client, target.container_id, source, timeout=DATABASE_READY_TIMEOUT_SECONDS
+        )
         result = databases.restore_from_restic(
             restic_for(destination, runtime),
             target,
