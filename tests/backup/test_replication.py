@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,6 @@ from hostcraft.services.backups import CONFIG_FILENAME
 from tests.backup.test_config_backups import backup, create_app
 from tests.backup.test_destinations import local_destination, s3_destination
 from tests.conftest import Api, create_region
-from tests.lab_fixtures import wait_for
 from tests.s3_server import S3Server
 
 
@@ -178,22 +178,25 @@ def stopped_check(destination: dict[str, Any], password: str, s3: S3Server) -> s
         "AWS_ACCESS_KEY_ID": access,
         "AWS_SECRET_ACCESS_KEY": secret,
     }
-    # The download limit makes the check take seconds, so it is stopped while it holds its lock.
-    process = subprocess.Popen(
-        ["restic", "-r", destination["repository"], "--no-cache", "--limit-download", "20", "check"],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    prefix = f"{destination['prefix']}/locks/"
-
-    def locked() -> bool:
-        listing = s3.client().list_objects_v2(Bucket=destination["bucket"], Prefix=prefix)
-        return bool(listing.get("Contents"))
-
-    wait_for(locked, timeout=30, interval=0.02, what="restic check's lock")
-    process.send_signal(signal.SIGSTOP)
-    return process
+    lister = ["restic", "-r", destination["repository"], "--no-lock", "list", "locks"]
+    # A check of a small repository can end before a poll sees its lock, so the check runs in
+    # short steps (SIGCONT, 20 ms, SIGSTOP) until the lock is there, and starts again if it ended.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        process = subprocess.Popen(
+            ["restic", "-r", destination["repository"], "--no-cache", "check"],
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        process.send_signal(signal.SIGSTOP)
+        while process.poll() is None:
+            if subprocess.run(lister, env=environment, capture_output=True, check=True).stdout.strip():
+                return process
+            process.send_signal(signal.SIGCONT)
+            time.sleep(0.02)
+            process.send_signal(signal.SIGSTOP)
+    raise AssertionError("restic check never showed its lock within 60 s")
 
 
 def test_copy_waits_for_replica_lock_release(api: Api, s3: S3Server, tmp_path: Path) -> None:
