@@ -179,7 +179,7 @@ def stopped_check(destination: dict[str, Any], password: str, s3: S3Server) -> s
         "AWS_SECRET_ACCESS_KEY": secret,
     }
     lister = ["restic", "-r", destination["repository"], "--no-lock", "list", "locks"]
-    # A check of a small repository can end before a poll sees its lock, so the check runs in
+    # A check of a small repository can end before a poll lists its lock, so the check runs in
     # short steps (SIGCONT, 20 ms, SIGSTOP) until the lock is there, and starts again if it ended.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

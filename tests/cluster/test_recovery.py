@@ -29,7 +29,7 @@ FLAG_ON_NODE_LATER = (
     'mkdir -p /data; if [ "$NODE" = "$SICK_NODE" ]; then (sleep 12; : > /data/unhealthy) & fi; exec /app/run'
 )
 # Three misses in a row, each given 1.5 s: on a loaded machine a single slow check must not make
-# a healthy task unhealthy, or failures spread over both nodes and no node stands out for the move.
+# a healthy task unhealthy, or failures spread over both nodes and the move finds no failing node.
 HEALTHY_FILE_CHECK = {
     "test": ["CMD-SHELL", "test ! -e /data/unhealthy"],
     "intervalSeconds": 2,

@@ -113,7 +113,7 @@ def test_isolated_control_plane_sees_no_region() -> None:
 @pytest.mark.parametrize(
     ("down_for", "failing_for", "due"),
     [
-        (None, 120, False),  # managers answer: the region is not down
+        (None, 120, False),  # managers respond: the region is not down
         (120, None, False),  # the app still serves: only the control plane's path is broken
         (59, 120, False),
         (120, 59, False),

@@ -190,7 +190,7 @@ def _in_active_region(session: Session, app: Application, chosen: BackupDestinat
     """After a failover, back up into the replica destination of the region the app now runs in.
 
     The configured destination then belongs to the lost region; replication copies each new
-    backup back to it once it answers again (see ``replica_destinations``).
+    backup back to it once it responds again (see ``replica_destinations``).
     """
     if chosen.region_id in (None, app.region_id):
         return chosen

@@ -108,8 +108,8 @@ def start_deployment(
         if prepare is not None:
             prepare(app)
         if kind == "restart" and image_reference is None:
-            # A restart replaces the tasks with what runs now; resolving the tag again could pick
-            # up another build pushed under it (or another region's build of it after a failover).
+            # A restart replaces the tasks with what runs now. Resolving the tag again could pick
+            # up another build pushed under it, or another region's build of it after a failover.
             image_reference = _running_digest(session, app.id)
         document = copy.deepcopy(spec or app.spec)
         deployment = Deployment(

@@ -39,13 +39,14 @@ def ensure_images(session: Session, region_id: int, images: list[str], *, copy: 
     here and is listed as ``unchecked``. ``missing`` maps an image to why it is not available.
     """
     region = get_region(session, region_id)
+    insecure = _region_registries(session)
     result = ImageCheck()
     for image in dict.fromkeys(images):
         wanted = image_for_region(session, region_id, image)
         if region.image_registry is None or registry_of(wanted) != region.image_registry:
             result.unchecked.append(wanted)
             continue
-        _ensure_one(image, wanted, region, result, copy=copy, insecure=_region_registries(session))
+        _ensure_one(image, wanted, region, result, copy=copy, insecure=insecure)
     return result
 
 

@@ -37,7 +37,7 @@ from hostcraft.services.backup_replication import RestoreSource, available_backu
 from hostcraft.services.dr_images import ensure_images
 from hostcraft.services.dr_runs import StepCallback, StepLog, active_run, finish_run, get_run
 from hostcraft.services.drain import placement_node
-from hostcraft.services.events import Outcome, audit
+from hostcraft.services.events import Outcome
 from hostcraft.services.managers import any_manager
 from hostcraft.services.regions import find_region, get_region, list_regions
 from hostcraft.store.models import Application, AppVolume, Backup, DrFence, DrRun, DrStandby, Region, utcnow
@@ -206,21 +206,7 @@ def refusal_reason(session: Session, runtime: Runtime, app: Application, source:
 
 
 def _refuse(session: Session, runtime: Runtime, run: DrRun, reason: str) -> None:
-    run.status = "refused"
-    run.message = reason
-    run.finished_at = utcnow()
-    session.commit()
-    audit(
-        runtime,
-        actor=run.actor,
-        action=f"dr.{run.kind}",
-        target_type="application",
-        target_id=run.application_id,
-        target_name=run.application_name,
-        outcome="refused",
-        reason=reason,
-        details={"runId": run.id},
-    )
+    finish_run(session, runtime, run.id, status="refused", message=reason, notice=None)
     raise FailoverRefused(reason, details={"runId": run.id})
 
 
@@ -492,7 +478,7 @@ def data_parts(app: Application) -> set[str]:
 def newest_complete_backup(
     session: Session, app: Application, region_id: int, needed: set[str]
 ) -> tuple[Backup, RestoreSource] | None:
-    """Return the newest succeeded backup readable in the region that holds every needed part.
+    """Return the newest succeeded backup readable in the region that contains every needed part.
 
     A newer backup of fewer parts (a config-only or database-only run) is passed over, so a
     failover never starts the app on empty volumes.

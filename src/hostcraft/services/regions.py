@@ -193,8 +193,8 @@ def image_for_region(session: Session, region_id: int, image: str) -> str:
     """Return the reference a region's nodes pull ``image`` by.
 
     An image kept in another region's registry is pulled from this region's own registry under
-    the same repository, tag and digest (a failover copies it there first); any other image is
-    used as written.
+    the same repository, tag and digest, because a failover copies it there first. Any other
+    image is used as written.
     """
     source = registry_of(image)
     if source is None:

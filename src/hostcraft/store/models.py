@@ -673,7 +673,7 @@ class DrRun(Base):
 class DrFence(Base):
     """An app's service in a region it failed over from, to be kept at 0 replicas.
 
-    ``pending`` while the region does not answer; the engine scales it to 0 when it does.
+    ``pending`` while the region is unreachable, and the engine scales it to 0 once it responds.
     """
 
     __tablename__ = "dr_fences"
@@ -694,8 +694,8 @@ class DrFence(Base):
 
 
 class DrStandby(Base):
-    """What is ready for an app in one of its DR regions: its image, and for warm mode a service
-    at 0 replicas and volumes seeded from a replicated backup."""
+    """The standby of an app in one of its DR regions: its image, and in warm mode a service at
+    0 replicas and volumes seeded from a replicated backup."""
 
     __tablename__ = "dr_standbys"
     __table_args__ = (
